@@ -1,0 +1,1 @@
+"""Example application packaged into the runtime images."""

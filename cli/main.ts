@@ -1,0 +1,163 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { formatProblem, MatrixError } from "../matrix/errors.ts";
+import { loadMatrix } from "../matrix/load.ts";
+import type { BuildPlan } from "../matrix/plan.ts";
+import { bakeFile, pinsFromMetadata } from "./bake.ts";
+import { table } from "./plan.ts";
+import { readStackFile } from "./program.ts";
+
+const USAGE = `strata: layered GPU container images from one matrix file
+
+Usage:
+  strata check [--matrix PATH] [--json]
+      Validate the matrix and print the bases it derives. Exit 1 on any error.
+  strata plan [--stack NAME] [--matrix PATH] [--json]
+      Run the Pulumi program offline under mocks and show everything \`pulumi up\` would declare.
+  strata bake [--stack NAME] [--matrix PATH] [--registry HOST[:PORT]] [--version V] [--pin METADATA] [--out FILE]
+      Write a docker buildx bake file with the same builds (groups: bases, runtimes).
+
+The matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.
+Exit status: 0 success, 1 invalid input (matrix, Dockerfiles, config), 2 usage error.`;
+
+/** A mistake in how strata was called: usage text, exit 2. */
+class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+const COMMON: Options = {
+  matrix: { type: "string" },
+  stack: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "check":
+        return check(parse(rest, COMMON));
+      case "plan":
+        return await plan(parse(rest, COMMON));
+      case "bake":
+        return bake(parse(rest, { ...COMMON, registry: { type: "string" }, version: { type: "string" }, pin: { type: "string" }, out: { type: "string", short: "o" } }));
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(USAGE + "\n");
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`strata: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    if (err instanceof MatrixError) {
+      process.stderr.write(err.message + "\n");
+      process.stderr.write(`strata: ${err.problems.length} error(s); nothing was declared\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+function parse(args: string[], options: Options): Values {
+  try {
+    const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+    if (values.help) {
+      process.stdout.write(USAGE + "\n");
+      process.exit(0);
+    }
+    return values as Values;
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** The stack's config from Pulumi.<stack>.yaml, with --matrix applied. */
+function stackConfig(v: Values): { stack: string; config: Record<string, unknown>; secretKeys: string[]; matrix: string } {
+  const stack = (v.stack as string | undefined) ?? "dev";
+  const { config, secretKeys } = readStackFile(stack);
+  if (v.matrix) config["strata:matrix"] = v.matrix;
+  const matrix = (config["strata:matrix"] as string | undefined) ?? "strata.yaml";
+  return { stack, config, secretKeys, matrix };
+}
+
+function printWarnings(plan: BuildPlan): void {
+  for (const w of plan.warnings) process.stderr.write(formatProblem(w, "warning") + "\n");
+}
+
+function check(v: Values): number {
+  const { matrix } = stackConfig(v);
+  const plan = loadMatrix(matrix);
+  printWarnings(plan);
+  if (v.json) {
+    const bases = plan.bases.map((b) => ({ name: b.name, tag: b.tag, identity: b.hash, buildArgs: b.args, target: b.target, dockerfile: b.dockerfile, context: b.context, platforms: b.platforms, key: b.key, consumers: b.consumers }));
+    process.stdout.write(JSON.stringify({ matrix, bases, runtimes: plan.runtimes.map((r) => ({ name: r.name, base: r.base })) }, null, 2) + "\n");
+    return 0;
+  }
+  process.stdout.write(`${matrix}: ${plan.runtimes.length} runtime(s) on ${plan.bases.length} base(s)\n\n`);
+  process.stdout.write(table(["BASE", "TAG", "PLATFORMS", "RUNTIMES"], plan.bases.map((b) => [b.name, b.tag, b.platforms.join(","), String(b.consumers.length)])) + "\n");
+  return 0;
+}
+
+async function plan(v: Values): Promise<number> {
+  const { stack, config, secretKeys, matrix } = stackConfig(v);
+  // Validate first: the program would report the same problems, but this way they print as they are.
+  printWarnings(loadMatrix(matrix));
+  const { runProgram } = await import("./program.ts");
+  const { planReport, formatPlan } = await import("./plan.ts");
+  const { RunError } = await import("@pulumi/pulumi");
+  let run;
+  try {
+    run = await runProgram({ stack, config, secretKeys });
+  } catch (err) {
+    if (err instanceof RunError) {
+      process.stderr.write(`${err.message}\nstrata: nothing was declared\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const report = planReport(stack, matrix, run);
+  process.stdout.write((v.json ? JSON.stringify(report, null, 2) : formatPlan(report)) + "\n");
+  return 0;
+}
+
+function bake(v: Values): number {
+  const { config, matrix } = stackConfig(v);
+  const plan = loadMatrix(matrix);
+  printWarnings(plan);
+  const registry = (config["strata:registry"] ?? {}) as { kind?: string; address?: string; prefix?: string };
+  const address = (v.registry as string | undefined) ?? (registry.kind === "local" ? (registry.address ?? "localhost:5000") : registry.address);
+  if (!address) {
+    throw new UsageError("ECR repository addresses are known only after `pulumi up`: pass --registry <account>.dkr.ecr.<region>.amazonaws.com (or the stack output `registry`)");
+  }
+  const prefix = registry.prefix ?? "strata";
+  const release = { version: "dev", branch: "main", sha: "0000000", ...((config["strata:release"] ?? {}) as Record<string, string>) };
+  if (v.version) release.version = v.version as string;
+  let pins: Record<string, string> | undefined;
+  if (v.pin) {
+    try {
+      pins = pinsFromMetadata(JSON.parse(readFileSync(v.pin as string, "utf8")));
+    } catch (err) {
+      throw new MatrixError([{ file: v.pin as string, line: 1, col: 1, message: `cannot read the bake metadata (${(err as Error).message})`, fix: "pass the file written by `docker buildx bake bases --metadata-file FILE`" }]);
+    }
+  }
+  const file = bakeFile(plan, {
+    basesRepository: `${address}/${prefix}/bases`,
+    runtimesRepository: `${address}/${prefix}/runtimes`,
+    cacheRepository: `${address}/${prefix}/cache`,
+    release: { ...release, sha: release.sha.slice(0, 7) },
+    pins,
+  });
+  const text = JSON.stringify(file, null, 2) + "\n";
+  if (v.out) writeFileSync(v.out as string, text);
+  else process.stdout.write(text);
+  return 0;
+}

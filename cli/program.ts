@@ -1,0 +1,197 @@
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import * as pulumi from "@pulumi/pulumi";
+import { SourceFile } from "../matrix/source.ts";
+
+/** A resource the program registered, as the mock engine saw it. */
+export interface RecordedResource {
+  type: string;
+  name: string;
+  urn: string;
+  /** Name and type of the parent resource; undefined for children of the stack. */
+  parent?: string;
+  parentType?: string;
+  custom: boolean;
+  inputs: Record<string, unknown>;
+  state: Record<string, unknown>;
+}
+
+export interface ProgramRun {
+  resources: RecordedResource[];
+  /** The stack outputs, resolved. */
+  outputs: Record<string, unknown>;
+}
+
+export interface RunOptions {
+  stack: string;
+  /** Config as `pulumi config` holds it: `strata:registry` → value (objects allowed). */
+  config: Record<string, unknown>;
+  /** Keys of `config` that are secrets. */
+  secretKeys?: string[];
+  /** Run as `pulumi preview` (unknown outputs stay unknown) instead of `pulumi up`. Default false. */
+  preview?: boolean;
+}
+
+/** Fixed fake account facts used for every offline answer. */
+export const OFFLINE = { account: "123456789012", region: "us-east-1", ami: "ami-0abc1234def567890" };
+
+/**
+ * Runs the real strata program in this process under Pulumi's mock runtime, recording every resource it
+ * registers. Nothing leaves the machine: resources get deterministic fake outputs, and any invoke the program
+ * makes that has no offline answer here is an error (so a new cloud lookup cannot slip in unnoticed).
+ * One run per process: the Pulumi runtime is global.
+ */
+export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
+  const resources: RecordedResource[] = [];
+  const byUrn = new Map<string, RecordedResource>();
+  const parents = new Map<string, string>();
+  let pending = 0;
+
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        const state = offlineState(args.type, args.name, args.inputs);
+        const id = args.custom ? `${args.name}-id` : undefined;
+        resources.push({ type: args.type, name: args.name, urn: "", custom: args.custom ?? false, inputs: args.inputs, state });
+        return { id, state };
+      },
+      call(args) {
+        return offlineCall(args.token, args.inputs);
+      },
+    },
+    "strata",
+    opts.stack,
+    opts.preview ?? false,
+  );
+
+  // The mock monitor does not tell newResource who the parent is; read it off the registration request.
+  const monitor = pulumi.runtime.getMonitor() as unknown as {
+    registerResource(req: { getParent(): string; getName(): string; getType(): string }, cb: (err: unknown, resp?: { getUrn(): string }) => void): Promise<void>;
+  };
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, cb) => {
+    pending++;
+    return register(req, (err, resp) => {
+      pending--;
+      if (!err && resp) {
+        const urn = resp.getUrn();
+        const rec = [...resources].reverse().find((r) => r.urn === "" && r.name === req.getName() && r.type === req.getType());
+        if (rec) {
+          rec.urn = urn;
+          byUrn.set(urn, rec);
+          if (req.getParent()) parents.set(urn, req.getParent());
+        }
+      }
+      cb(err, resp);
+    });
+  };
+
+  const config: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.config)) config[k] = typeof v === "string" ? v : JSON.stringify(v);
+  pulumi.runtime.setAllConfig(config, opts.secretKeys ?? []);
+
+  const program = (await import("../index.ts")).default;
+  const result = await program();
+  const outputs = await new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>)));
+  await settle(() => pending);
+
+  for (const r of resources) {
+    const parentUrn = parents.get(r.urn);
+    const parent = parentUrn ? byUrn.get(parentUrn) : undefined;
+    if (parent && parent.type !== "pulumi:pulumi:Stack") {
+      r.parent = parent.name;
+      r.parentType = parent.type;
+    }
+  }
+  return { resources: resources.filter((r) => r.type !== "pulumi:pulumi:Stack"), outputs };
+}
+
+/** Waits until no registration is in flight for a few turns of the event loop. */
+async function settle(pending: () => number): Promise<void> {
+  let quiet = 0;
+  while (quiet < 3) {
+    await new Promise((r) => setImmediate(r));
+    quiet = pending() === 0 ? quiet + 1 : 0;
+  }
+}
+
+/**
+ * Reads `Pulumi.<stack>.yaml` into config values. Encrypted values (`secure:`) cannot be read offline: they
+ * become the placeholder `[secret]`, marked secret.
+ */
+export function readStackFile(stack: string, dir = "."): { config: Record<string, unknown>; secretKeys: string[]; file?: string } {
+  const file = `${dir}/Pulumi.${stack}.yaml`;
+  if (!existsSync(file)) return { config: {}, secretKeys: [] };
+  const data = SourceFile.read(file, `Pulumi.${stack}.yaml`).data as { config?: Record<string, unknown> } | null;
+  const config: Record<string, unknown> = {};
+  const secretKeys: string[] = [];
+  for (const [rawKey, value] of Object.entries(data?.config ?? {})) {
+    const key = rawKey.includes(":") ? rawKey : `strata:${rawKey}`;
+    if (value && typeof value === "object" && "secure" in value) {
+      config[key] = "[secret]";
+      secretKeys.push(key);
+    } else {
+      config[key] = value;
+    }
+  }
+  return { config, secretKeys, file };
+}
+
+function digestOf(value: unknown): string {
+  return `sha256:${createHash("sha256").update(JSON.stringify(value)).digest("hex")}`;
+}
+
+/** Fake outputs for a resource, derived from its inputs so that the same inputs give the same outputs. */
+function offlineState(type: string, name: string, inputs: Record<string, any>): Record<string, unknown> {
+  const { account, region } = OFFLINE;
+  switch (type) {
+    case "docker-build:index:Image": {
+      const digest = digestOf(inputs);
+      const tags: string[] = inputs.tags ?? [];
+      return { ...inputs, digest, ref: tags.length ? `${tags[0]}@${digest}` : "", contextHash: digestOf(inputs.context ?? {}) };
+    }
+    case "docker-build:index:Index": {
+      const digest = digestOf(inputs.sources ?? []);
+      return { ...inputs, ref: `${inputs.tag}@${digest}` };
+    }
+    case "aws:ecr/repository:Repository":
+      return {
+        ...inputs,
+        arn: `arn:aws:ecr:${region}:${account}:repository/${inputs.name}`,
+        registryId: account,
+        repositoryUrl: `${account}.dkr.ecr.${region}.amazonaws.com/${inputs.name}`,
+      };
+    default: {
+      const service = type.startsWith("aws:") ? type.split(/[:/]/)[1] : undefined;
+      return { ...inputs, ...(service && !inputs.arn ? { arn: `arn:aws:${service}:${region}:${account}:${name}` } : {}) };
+    }
+  }
+}
+
+/** Offline answers for the invokes strata makes; anything else is an error. */
+function offlineCall(token: string, inputs: Record<string, any>): Record<string, unknown> {
+  const { account, region, ami } = OFFLINE;
+  switch (token) {
+    case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+      return {
+        id: region,
+        authorizationToken: Buffer.from("AWS:offline").toString("base64"),
+        userName: "AWS",
+        password: "offline-ecr-password",
+        proxyEndpoint: `https://${inputs.registryId ?? account}.dkr.ecr.${region}.amazonaws.com`,
+        expiresAt: "2099-01-01T00:00:00Z",
+      };
+    case "aws:ssm/getParameter:getParameter":
+      return { id: inputs.name, name: inputs.name, type: "String", value: ami, insecureValue: ami, arn: `arn:aws:ssm:${region}::parameter${inputs.name}`, version: 1, withDecryption: true };
+    case "aws:index/getRegion:getRegion":
+      return { id: region, name: region, region, endpoint: `ec2.${region}.amazonaws.com`, description: "offline" };
+    case "aws:index/getCallerIdentity:getCallerIdentity":
+      return { id: account, accountId: account, arn: `arn:aws:iam::${account}:user/offline`, userId: "OFFLINE" };
+    case "aws:index/getPartition:getPartition":
+      return { id: "aws", partition: "aws", dnsSuffix: "amazonaws.com", reverseDnsPrefix: "com.amazonaws" };
+    case "aws:index/getAvailabilityZones:getAvailabilityZones":
+      return { id: region, names: [`${region}a`, `${region}b`, `${region}c`], zoneIds: ["use1-az1", "use1-az2", "use1-az4"], groupNames: [region] };
+    default:
+      throw new Error(`strata plan has no offline answer for the invoke ${token}; add one to cli/program.ts`);
+  }
+}

@@ -1,0 +1,410 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve, sep } from "node:path";
+import { checkBuildArgs } from "./checks.ts";
+import { deriveBases, mapField, sourceFieldOf, type Consumer } from "./derive.ts";
+import { DockerfileInfo } from "./dockerfile.ts";
+import { MatrixError, Problems, type Location } from "./errors.ts";
+import { hashContext, identityHash, identityTag, ignoreFileFor } from "./identity.ts";
+import {
+  DEFAULT_RUNTIME_TAGS,
+  OCI_TAG,
+  TAG_PLACEHOLDERS,
+  renderTemplate,
+  type BasePlan,
+  type BuildPlan,
+  type RuntimePlan,
+} from "./plan.ts";
+import { closest, MatrixFileSchema, PLATFORM, validate, type DeriveSpec, type MatrixFile } from "./schema.ts";
+import { SourceFile, type Path } from "./source.ts";
+
+/** A base or runtime before files are read, with the means to locate each of its fields. */
+interface Draft {
+  name: string;
+  context: string;
+  dockerfile: string;
+  target?: string;
+  args: Record<string, string>;
+  platforms: string[];
+  at: Location;
+  fieldAt: (field: string) => Location;
+  argAt: (arg: string) => Location;
+}
+
+interface BaseDraft extends Draft {
+  cuda?: string;
+  tagPrefix: string;
+  key?: Record<string, string>;
+}
+
+interface RuntimeDraft extends Draft {
+  base: string;
+  tags: string[];
+  tagsAt: (i: number) => Location;
+  fields?: Record<string, string>;
+}
+
+const DEFAULT_PLATFORMS = ["linux/amd64"];
+
+/**
+ * Loads, validates and derives a matrix file into a build plan. Every problem found is reported together as
+ * one MatrixError (file:line:col, what is wrong, what to do); warnings travel in the plan.
+ */
+export function loadMatrix(file: string): BuildPlan {
+  const src = SourceFile.read(file);
+  const problems = new Problems();
+  if (src.data === null || src.data === undefined || (typeof src.data === "object" && Object.keys(src.data).length === 0)) {
+    throw new MatrixError([{ file, line: 1, col: 1, message: "the matrix is empty", fix: "declare `bases:` (and `runtimes:`), or a `derive:` section; see strata.yaml in the strata repository" }]);
+  }
+  const spec = validate(MatrixFileSchema, src.data, src, problems);
+  problems.throwIfAny();
+  const dir = dirname(resolve(file));
+  const m = spec!;
+
+  const bases: BaseDraft[] = [];
+  const runtimes: RuntimeDraft[] = [];
+  const defaultPlatforms = m.defaults?.platforms ?? DEFAULT_PLATFORMS;
+  const defaultTags = m.defaults?.runtimeTags ?? DEFAULT_RUNTIME_TAGS;
+  const tagsAtDefault = (i: number) => (m.defaults?.runtimeTags ? src.locate(["defaults", "runtimeTags", i]) : src.locate([]));
+
+  (m.bases ?? []).forEach((b, i) => {
+    const at = (p: Path) => src.locate(["bases", i, ...p]);
+    bases.push({
+      name: b.name,
+      context: b.context ?? ".",
+      dockerfile: b.dockerfile,
+      target: b.target,
+      args: { ...(b.cuda ? { CUDA_VERSION: b.cuda } : {}), ...(b.args ?? {}) },
+      platforms: b.platforms ?? defaultPlatforms,
+      cuda: b.cuda,
+      tagPrefix: b.tagPrefix ?? b.name,
+      at: at([]),
+      fieldAt: (f) => at([f]),
+      argAt: (a) => (b.args && a in b.args ? at(["args", a]) : at(["cuda"])),
+    });
+  });
+
+  (m.runtimes ?? []).forEach((r, i) => {
+    const at = (p: Path) => src.locate(["runtimes", i, ...p]);
+    const base = m.bases?.find((b) => b.name === r.base);
+    runtimes.push({
+      name: r.name,
+      base: r.base,
+      context: r.context ?? ".",
+      dockerfile: r.dockerfile,
+      target: r.target,
+      args: r.args ?? {},
+      platforms: r.platforms ?? base?.platforms ?? defaultPlatforms,
+      tags: r.tags ?? defaultTags,
+      tagsAt: (t) => (r.tags ? at(["tags", t]) : tagsAtDefault(t)),
+      at: at([]),
+      fieldAt: (f) => at([f]),
+      argAt: (a) => at(["args", a]),
+    });
+  });
+
+  if (m.derive) deriveFromConsumers(m.derive, m, src, dir, problems, bases, runtimes, defaultPlatforms, defaultTags, tagsAtDefault);
+  problems.throwIfAny();
+
+  if (bases.length === 0) {
+    problems.error(src.locate([]), "the matrix declares no bases", "add a `bases:` list, or a `derive:` section with consumers");
+  }
+  checkNames(bases, "base", problems);
+  checkNames(runtimes, "runtime", problems);
+  const baseByName = new Map(bases.map((b) => [b.name, b]));
+  for (const r of runtimes) {
+    const base = baseByName.get(r.base);
+    if (!base) {
+      const guess = closest(r.base, [...baseByName.keys()]);
+      problems.error(r.fieldAt("base"), `runtime '${r.name}' names base '${r.base}', which does not exist`, guess ? `did you mean '${guess}'?` : `use one of: ${[...baseByName.keys()].join(", ")}`);
+      continue;
+    }
+    const missing = r.platforms.filter((p) => !base.platforms.includes(p));
+    if (missing.length > 0) {
+      problems.error(r.fieldAt("platforms"), `runtime '${r.name}' wants ${missing.join(", ")} but base '${base.name}' is built for ${base.platforms.join(", ")} only`, `add ${missing.join(", ")} to the platforms of base '${base.name}'`);
+    }
+  }
+
+  const files = new FileCache(dir);
+  for (const b of bases) {
+    checkBuildArgs({ base: b.name, args: b.args, cuda: b.cuda, argAt: b.argAt, cudaAt: () => b.fieldAt("cuda") }, problems);
+    checkBuild(b, "base", files, problems);
+    const sample = identityTag(b.tagPrefix, "0".repeat(64));
+    if (!OCI_TAG.test(sample)) {
+      problems.error(b.fieldAt(b.key ? "name" : "tagPrefix"), `base '${b.name}' gives tags like '${sample}', which is not a valid OCI tag`, "tags are at most 128 characters of letters, digits, '_', '.' and '-'; shorten the name or set tagPrefix");
+    }
+  }
+  for (const r of runtimes) {
+    const info = checkBuild(r, "runtime", files, problems);
+    if (info && !(info.globalArgs.includes("BASE_IMAGE") && info.fromUsesArg("BASE_IMAGE"))) {
+      problems.error(
+        r.fieldAt("dockerfile"),
+        `runtime '${r.name}': ${r.dockerfile} does not build FROM the BASE_IMAGE build arg`,
+        "start the Dockerfile with `ARG BASE_IMAGE` and use `FROM ${BASE_IMAGE} AS runtime`; strata passes the base's digest-pinned reference",
+      );
+    }
+    r.tags.forEach((t, i) => {
+      const sample = Object.fromEntries(TAG_PLACEHOLDERS.map((p) => [p, "x"]));
+      const { value, missing } = renderTemplate(t, { ...sample, name: r.name, base: r.base });
+      if (missing.length > 0) {
+        problems.error(r.tagsAt(i), `tag template '${t}' uses unknown placeholder(s) ${missing.map((p) => `{${p}}`).join(", ")}`, `use only ${TAG_PLACEHOLDERS.map((p) => `{${p}}`).join(", ")}`);
+      } else if (!OCI_TAG.test(value)) {
+        problems.error(r.tagsAt(i), `tag template '${t}' gives '${value}' for runtime '${r.name}', which is not a valid OCI tag`, "tags are 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'");
+      }
+    });
+  }
+  problems.throwIfAny();
+
+  const planBases: BasePlan[] = bases.map((b) => {
+    const info = files.dockerfile(b.dockerfile)!;
+    const target = b.target ?? info.stage()?.name ?? "";
+    const contextDir = join(dir, b.context);
+    const dockerfileAbs = join(dir, b.dockerfile);
+    const ignoreFile = ignoreFileFor(contextDir, dockerfileAbs);
+    const exclude = [dockerfileAbs, `${dockerfileAbs}.dockerignore`]
+      .map((p) => relative(contextDir, p).split(sep).join("/"))
+      .filter((p) => !p.startsWith(".."));
+    const context = hashContext(contextDir, ignoreFile, exclude);
+    const inputs = { dockerfileDigest: info.digestFor(b.target), target, args: b.args, platforms: [...b.platforms].sort(), contextDigest: context.digest };
+    const hash = identityHash(inputs);
+    return {
+      name: b.name,
+      tag: identityTag(b.tagPrefix, hash),
+      hash,
+      context: b.context,
+      dockerfile: b.dockerfile,
+      target,
+      args: b.args,
+      platforms: inputs.platforms,
+      cuda: b.cuda,
+      consumers: runtimes.filter((r) => r.base === b.name).map((r) => r.name),
+      key: b.key,
+      inputs: { ...inputs, contextFiles: context.files },
+      at: b.at,
+    };
+  });
+  const planRuntimes: RuntimePlan[] = runtimes.map((r) => ({
+    name: r.name,
+    base: r.base,
+    context: r.context,
+    dockerfile: r.dockerfile,
+    target: r.target ?? files.dockerfile(r.dockerfile)?.stage()?.name ?? "",
+    args: r.args,
+    platforms: r.platforms,
+    tags: r.tags,
+    fields: r.fields,
+    at: r.at,
+  }));
+  return { file, dir, bases: planBases, runtimes: planRuntimes, warnings: problems.warnings };
+}
+
+function deriveFromConsumers(
+  d: DeriveSpec,
+  m: MatrixFile,
+  src: SourceFile,
+  dir: string,
+  problems: Problems,
+  bases: BaseDraft[],
+  runtimes: RuntimeDraft[],
+  defaultPlatforms: string[],
+  defaultTags: string[],
+  tagsAtDefault: (i: number) => Location,
+): void {
+  const at = (p: Path) => src.locate(["derive", ...p]);
+  if ((d.source === undefined) === (d.entries === undefined)) {
+    problems.error(at([]), "derive needs exactly one of 'source' (a JSON or YAML file of entries) or 'entries' (an inline list)", "set derive.source: path/to/matrix.json, or list the entries under derive.entries");
+    return;
+  }
+  if (!("name" in d.fields)) {
+    problems.error(at(["fields"]), "derive.fields has no 'name' mapping", "map 'name' to the source field that names each consumer, e.g. name: tag-suffix");
+  }
+  for (const [list, label] of [[d.key, "key"], [d.mustAgree ?? [], "mustAgree"]] as const) {
+    list.forEach((f, i) => {
+      if (!(f in d.fields)) problems.error(at([label, i]), `derive.${label} names '${f}', which derive.fields does not map`, `map it under derive.fields, or use one of: ${Object.keys(d.fields).join(", ")}`);
+    });
+  }
+  const known = new Set(Object.keys(d.fields));
+  const templates: [string, Path][] = [
+    [d.base.name ?? "", ["base", "name"]],
+    [d.base.dockerfile, ["base", "dockerfile"]],
+    [d.base.context ?? "", ["base", "context"]],
+    [d.base.cuda ?? "", ["base", "cuda"]],
+    ...Object.entries(d.base.args ?? {}).map(([k, v]) => [v, ["base", "args", k]] as [string, Path]),
+    [d.runtime?.dockerfile ?? "", ["runtime", "dockerfile"]],
+    [d.runtime?.context ?? "", ["runtime", "context"]],
+    ...Object.entries(d.runtime?.args ?? {}).map(([k, v]) => [v, ["runtime", "args", k]] as [string, Path]),
+  ];
+  const baseFields = new Set<string>();
+  for (const [t, path] of templates) {
+    const { missing } = renderTemplate(t, Object.fromEntries([...known].map((k) => [k, ""])));
+    if (missing.length > 0) problems.error(at(path), `template '${t}' uses ${missing.map((p) => `{${p}}`).join(", ")}, which derive.fields does not map`, `map it under derive.fields, or use one of: ${[...known].map((k) => `{${k}}`).join(", ")}`);
+    if (path[0] === "base") for (const f of t.matchAll(/\{([A-Za-z][A-Za-z0-9]*)\}/g)) baseFields.add(f[1]);
+  }
+  if (problems.errors.length > 0) return;
+
+  let data: SourceFile = src;
+  let entries: unknown[];
+  let entryPath: (i: number, field?: string) => Location;
+  if (d.source !== undefined) {
+    const sourcePath = join(dir, d.source);
+    const display = relative(process.cwd(), sourcePath) || d.source;
+    try {
+      data = SourceFile.read(sourcePath, display);
+    } catch (err) {
+      if (err instanceof MatrixError && err.problems[0]?.message === "file not found") {
+        problems.error(at(["source"]), `derive.source '${d.source}' does not exist (looked for ${sourcePath})`, "give a path relative to the matrix file");
+        return;
+      }
+      throw err;
+    }
+    if (!Array.isArray(data.data)) {
+      problems.error(data.locate([]), `${display} must hold a list of entries, not ${typeof data.data}`, "make the file a JSON array (or YAML list) of objects, one per consumer");
+      return;
+    }
+    entries = data.data;
+    entryPath = (i, f) => data.locate(f ? [i, f] : [i]);
+  } else {
+    entries = d.entries!;
+    entryPath = (i, f) => src.locate(f ? ["derive", "entries", i, f] : ["derive", "entries", i]);
+  }
+  if (entries.length === 0) {
+    problems.error(d.source ? data.locate([]) : at(["entries"]), "the consumer list is empty", "add at least one consumer entry");
+    return;
+  }
+
+  const consumers: Consumer[] = [];
+  entries.forEach((raw, i) => {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      problems.error(entryPath(i), `consumer entry ${i} is not an object`, "each entry must be a mapping of field names to values");
+      return;
+    }
+    const record = raw as Record<string, unknown>;
+    const fields: Record<string, string> = {};
+    const fieldAt = (f: string) => {
+      const sf = sourceFieldOf(d.fields[f]);
+      return sf && sf in record ? entryPath(i, sf) : entryPath(i);
+    };
+    for (const [name, mapping] of Object.entries(d.fields)) {
+      const r = mapField(record, mapping);
+      if ("error" in r) problems.error(fieldAt(name), `consumer entry ${i}, field '${name}': ${r.error}`, "fix the entry, or the mapping under derive.fields");
+      else fields[name] = r.value;
+    }
+    if (fields.name === "") {
+      problems.error(fieldAt("name"), `consumer entry ${i} has no name ('${sourceFieldOf(d.fields.name)}' is empty)`, "give every entry a unique name");
+      return;
+    }
+    fields.name = slugName(fields.name);
+    const platforms = "platforms" in d.fields && fields.platforms ? fields.platforms.split(/[,\s]+/).filter(Boolean) : (m.defaults?.platforms ?? defaultPlatforms);
+    for (const p of platforms) {
+      if (!PLATFORM.test(p)) problems.error(fieldAt("platforms"), `consumer '${fields.name}': platform '${p}' is not of the form os/arch`, "write platforms like linux/amd64 or linux/arm64, comma-separated");
+    }
+    consumers.push({ fields, platforms, at: () => entryPath(i), fieldAt });
+  });
+  if (problems.errors.length > 0) return;
+
+  const mustAgree = [...new Set([...(d.mustAgree ?? []), ...[...baseFields].filter((f) => !d.key.includes(f))])];
+  const derived = deriveBases(consumers, { key: d.key, mustAgree, nameTemplate: d.base.name }, problems, at(["key"]));
+
+  for (const g of derived) {
+    const vars = g.consumers[0].fields;
+    const render = (t: string) => renderTemplate(t, vars).value;
+    const cuda = d.base.cuda ? render(d.base.cuda) : "";
+    const args = Object.fromEntries(Object.entries(d.base.args ?? {}).map(([k, v]) => [k, render(v)]));
+    bases.push({
+      name: g.name,
+      context: d.base.context ? render(d.base.context) : ".",
+      dockerfile: render(d.base.dockerfile),
+      target: d.base.target,
+      args: { ...(cuda && /^\d+\.\d+/.test(cuda) ? { CUDA_VERSION: cuda } : {}), ...args },
+      platforms: g.platforms,
+      cuda: cuda && /^\d+\.\d+/.test(cuda) ? cuda : undefined,
+      tagPrefix: g.name,
+      key: g.key,
+      at: g.consumers[0].at(),
+      fieldAt: (f) => (f === "name" ? at(["base", "name"]) : at(["base", f])),
+      argAt: (a) => at(["base", "args", a]),
+    });
+    for (const c of g.consumers) {
+      const r = (t: string) => renderTemplate(t, c.fields).value;
+      runtimes.push({
+        name: c.fields.name,
+        base: g.name,
+        context: r(d.runtime?.context ?? ("context" in d.fields ? "{context}" : ".")) || ".",
+        dockerfile: r(d.runtime?.dockerfile ?? "{dockerfile}"),
+        target: d.runtime?.target,
+        args: Object.fromEntries(Object.entries(d.runtime?.args ?? {}).map(([k, v]) => [k, r(v)])),
+        platforms: c.platforms,
+        tags: d.runtime?.tags ?? defaultTags,
+        tagsAt: (t) => (d.runtime?.tags ? at(["runtime", "tags", t]) : tagsAtDefault(t)),
+        fields: c.fields,
+        at: c.at(),
+        fieldAt: c.fieldAt,
+        argAt: (a) => at(["runtime", "args", a]),
+      });
+    }
+  }
+}
+
+/** Consumer names become image and resource names: slugged, e.g. "-gpu-nvidia-cuda-12-vllm" → "gpu-nvidia-cuda-12-vllm". */
+function slugName(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9._]+/g, "-").replace(/^[-.]+|[-.]+$/g, "");
+}
+
+function checkNames(items: Draft[], kind: string, problems: Problems): void {
+  const seen = new Map<string, Draft>();
+  for (const it of items) {
+    const first = seen.get(it.name);
+    if (first) {
+      problems.error(it.fieldAt("name"), `duplicate ${kind} name '${it.name}' (first declared at ${first.at.file}:${first.at.line})`, `give each ${kind} a unique name`);
+    } else {
+      seen.set(it.name, it);
+    }
+  }
+}
+
+/** Checks the context, Dockerfile and target of a build; returns the parsed Dockerfile when it exists. */
+function checkBuild(d: Draft, kind: string, files: FileCache, problems: Problems): DockerfileInfo | undefined {
+  if (!files.isDir(d.context)) {
+    problems.error(d.fieldAt("context"), `${kind} '${d.name}': build context '${d.context}' is not a directory (looked in ${join(files.dir, d.context)})`, "give a directory relative to the matrix file");
+  }
+  const info = files.dockerfile(d.dockerfile);
+  if (!info) {
+    problems.error(d.fieldAt("dockerfile"), `${kind} '${d.name}': Dockerfile '${d.dockerfile}' does not exist (looked for ${join(files.dir, d.dockerfile)})`, "give a path relative to the matrix file");
+    return undefined;
+  }
+  if (info.stages.length === 0) {
+    problems.error(d.fieldAt("dockerfile"), `${kind} '${d.name}': ${d.dockerfile} has no FROM instruction`, "a Dockerfile needs at least one FROM");
+    return undefined;
+  }
+  if (d.target !== undefined && !info.stage(d.target)) {
+    const names = info.stageNames();
+    problems.error(
+      d.fieldAt("target"),
+      `${kind} '${d.name}': ${d.dockerfile} has no stage '${d.target}'`,
+      names.length ? `use one of its stages (${names.join(", ")}) or add \`FROM ... AS ${d.target}\`` : `add \`FROM ... AS ${d.target}\` to the Dockerfile`,
+    );
+  }
+  return info;
+}
+
+/** Reads each Dockerfile once per load: hundreds of consumers share a handful of files. */
+class FileCache {
+  private readonly parsed = new Map<string, DockerfileInfo | undefined>();
+  private readonly dirs = new Map<string, boolean>();
+  constructor(readonly dir: string) {}
+
+  dockerfile(rel: string): DockerfileInfo | undefined {
+    if (!this.parsed.has(rel)) {
+      const abs = join(this.dir, rel);
+      this.parsed.set(rel, existsSync(abs) && statSync(abs).isFile() ? new DockerfileInfo(readFileSync(abs, "utf8")) : undefined);
+    }
+    return this.parsed.get(rel);
+  }
+
+  isDir(rel: string): boolean {
+    if (!this.dirs.has(rel)) {
+      const abs = join(this.dir, rel);
+      this.dirs.set(rel, existsSync(abs) && statSync(abs).isDirectory());
+    }
+    return this.dirs.get(rel)!;
+  }
+}
