@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { MatrixError, type Location, type Problem } from "./matrix/errors.ts";
-import { closest } from "./matrix/schema.ts";
+import { allowedKeys, closest } from "./matrix/schema.ts";
 import { SourceFile } from "./matrix/source.ts";
 
 /** Where images are pushed: ECR in an AWS account, a registry on this machine, or any other registry. */
@@ -68,7 +68,7 @@ export function readStackConfig(): StackConfig {
       let message = `strata:${key}${path.length ? "." + path.join(".") : ""}: ${issue.message.replace(/^Invalid input: /, "")}`;
       let fix = "correct the value in the stack config (pulumi config set --path ...)";
       if (issue.code === "unrecognized_keys") {
-        const allowed = Object.keys((schema as unknown as z.ZodObject).shape ?? {});
+        const allowed = allowedKeys(schema, issue.path);
         message = `strata:${key}: unknown key(s) ${issue.keys.map((k) => `'${k}'`).join(", ")}`;
         const guess = closest(issue.keys[0], allowed);
         fix = guess ? `did you mean '${guess}'? (allowed: ${allowed.join(", ")})` : `allowed keys: ${allowed.join(", ")}`;

@@ -5,7 +5,7 @@ import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { bakeFile, pinsFromMetadata } from "./bake.ts";
 import { table } from "./plan.ts";
-import { readStackFile } from "./program.ts";
+import { readStackFile } from "./stack.ts";
 
 const USAGE = `strata: layered GPU container images from one matrix file
 

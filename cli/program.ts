@@ -1,7 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
-import { SourceFile } from "../matrix/source.ts";
 
 /** A resource the program registered, as the mock engine saw it. */
 export interface RecordedResource {
@@ -42,6 +40,13 @@ export const OFFLINE = { account: "123456789012", region: "us-east-1", ami: "ami
  * One run per process: the Pulumi runtime is global.
  */
 export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
+  // Pulumi captures a stack trace for every promise it makes; with source maps on (tsx turns them on) that is
+  // most of an offline plan's time. Error positions in the program still name the TypeScript files' lines
+  // well enough without the maps.
+  if (!process.env.STRATA_DEBUG) {
+    process.setSourceMapsEnabled(false);
+    Error.stackTraceLimit = 0;
+  }
   const resources: RecordedResource[] = [];
   const byUrn = new Map<string, RecordedResource>();
   const parents = new Map<string, string>();
@@ -113,28 +118,6 @@ async function settle(pending: () => number): Promise<void> {
     await new Promise((r) => setImmediate(r));
     quiet = pending() === 0 ? quiet + 1 : 0;
   }
-}
-
-/**
- * Reads `Pulumi.<stack>.yaml` into config values. Encrypted values (`secure:`) cannot be read offline: they
- * become the placeholder `[secret]`, marked secret.
- */
-export function readStackFile(stack: string, dir = "."): { config: Record<string, unknown>; secretKeys: string[]; file?: string } {
-  const file = `${dir}/Pulumi.${stack}.yaml`;
-  if (!existsSync(file)) return { config: {}, secretKeys: [] };
-  const data = SourceFile.read(file, `Pulumi.${stack}.yaml`).data as { config?: Record<string, unknown> } | null;
-  const config: Record<string, unknown> = {};
-  const secretKeys: string[] = [];
-  for (const [rawKey, value] of Object.entries(data?.config ?? {})) {
-    const key = rawKey.includes(":") ? rawKey : `strata:${rawKey}`;
-    if (value && typeof value === "object" && "secure" in value) {
-      config[key] = "[secret]";
-      secretKeys.push(key);
-    } else {
-      config[key] = value;
-    }
-  }
-  return { config, secretKeys, file };
 }
 
 function digestOf(value: unknown): string {

@@ -77,6 +77,7 @@ export interface DeriveOptions {
  */
 export function deriveBases(consumers: Consumer[], opts: DeriveOptions, problems: Problems, keyAt: Location): DerivedBase[] {
   const byKey = new Map<string, DerivedBase>();
+  const reported = new Set<string>();
   for (const c of consumers) {
     const keyValues = opts.key.map((k) => c.fields[k] ?? "");
     const id = JSON.stringify(keyValues);
@@ -91,7 +92,8 @@ export function deriveBases(consumers: Consumer[], opts: DeriveOptions, problems
       for (const field of opts.mustAgree) {
         const a = first.fields[field] ?? "";
         const b = c.fields[field] ?? "";
-        if (a !== b) {
+        if (a !== b && !reported.has(`${id}\0${field}`)) {
+          reported.add(`${id}\0${field}`);
           const firstAt = first.at();
           problems.error(
             c.fieldAt(field),

@@ -68,6 +68,7 @@ export function loadMatrix(file: string): BuildPlan {
 
   (m.bases ?? []).forEach((b, i) => {
     const at = (p: Path) => src.locate(["bases", i, ...p]);
+    checkNumbersAsWritten(src, ["bases", i, "args"], b.args ?? {}, problems);
     bases.push({
       name: b.name,
       context: b.context ?? ".",
@@ -245,7 +246,7 @@ function deriveFromConsumers(
   let entries: unknown[];
   let entryPath: (i: number, field?: string) => Location;
   if (d.source !== undefined) {
-    const sourcePath = join(dir, d.source);
+    const sourcePath = resolve(dir, d.source);
     const display = relative(process.cwd(), sourcePath) || d.source;
     try {
       data = SourceFile.read(sourcePath, display);
@@ -340,6 +341,19 @@ function deriveFromConsumers(
         fieldAt: c.fieldAt,
         argAt: (a) => at(["runtime", "args", a]),
       });
+    }
+  }
+}
+
+/**
+ * YAML reads `8.0` as the number 8: a build arg written that way would silently lose its `.0`. Any build arg
+ * whose text differs from the string it became must be quoted.
+ */
+function checkNumbersAsWritten(src: SourceFile, path: Path, args: Record<string, string>, problems: Problems): void {
+  for (const [name, value] of Object.entries(args)) {
+    const raw = src.rawText([...path, name]);
+    if (raw !== undefined && !/^["']/.test(raw) && raw !== value) {
+      problems.error(src.locate([...path, name]), `build arg ${name} is written ${raw}, which YAML reads as ${value}`, `quote it: ${name}: "${raw}"`);
     }
   }
 }

@@ -103,17 +103,17 @@ export function validate<T extends z.ZodType>(
 ): z.infer<T> | undefined {
   const result = schema.safeParse(data, { reportInput: true });
   if (result.success) return result.data;
-  for (const issue of result.error.issues) reportIssue(issue, src, problems, root);
+  for (const issue of result.error.issues) reportIssue(schema, issue, src, problems, root);
   return undefined;
 }
 
-function reportIssue(issue: z.core.$ZodIssue, src: SourceFile, problems: Problems, root: Path): void {
+function reportIssue(schema: z.ZodType, issue: z.core.$ZodIssue, src: SourceFile, problems: Problems, root: Path): void {
   const path = [...root, ...issue.path.map((p) => (typeof p === "symbol" ? String(p) : p))];
   const field = String(path[path.length - 1] ?? "the file");
   switch (issue.code) {
     case "unrecognized_keys":
       for (const key of issue.keys) {
-        const allowed = allowedKeys(issue);
+        const allowed = allowedKeys(schema, issue.path);
         const guess = closest(key, allowed);
         problems.error(
           src.locate([...path, key], { key: true }),
@@ -161,9 +161,26 @@ function fixFor(issue: z.core.$ZodIssue, field: string): string {
   return `correct the value of '${field}'`;
 }
 
-function allowedKeys(issue: z.core.$ZodIssue): string[] {
-  const inst = (issue as { inst?: { _zod?: { def?: { shape?: Record<string, unknown> } } } }).inst;
-  return Object.keys(inst?._zod?.def?.shape ?? {});
+/** The keys an object schema allows at `path`, walking through lists, optionals, defaults and unions. */
+export function allowedKeys(schema: z.ZodType, path: ReadonlyArray<PropertyKey>): string[] {
+  let node: z.ZodType | undefined = unwrap(schema);
+  for (const step of path) {
+    if (!node) return [];
+    if (node instanceof z.ZodObject) node = unwrap(node.shape[String(step)] as z.ZodType | undefined);
+    else if (node instanceof z.ZodArray) node = unwrap(node.element as z.ZodType);
+    else if (node instanceof z.ZodRecord) node = unwrap(node.valueType as z.ZodType);
+    else return [];
+  }
+  return node instanceof z.ZodObject ? Object.keys(node.shape) : [];
+}
+
+function unwrap(s: z.ZodType | undefined): z.ZodType | undefined {
+  let node = s;
+  for (;;) {
+    if (node instanceof z.ZodOptional || node instanceof z.ZodDefault) node = node.unwrap() as z.ZodType;
+    else if (node instanceof z.ZodUnion) node = (node.options as z.ZodType[]).find((o) => unwrap(o) instanceof z.ZodObject) ?? (node.options[0] as z.ZodType);
+    else return node;
+  }
 }
 
 function describe(path: Path): string {

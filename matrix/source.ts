@@ -52,7 +52,7 @@ export class SourceFile {
     if (doc.errors.length > 0) {
       throw new MatrixError(
         doc.errors.map((e) => {
-          const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
+          const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
           return {
             file,
             line: pos.line,
@@ -67,6 +67,14 @@ export class SourceFile {
     src.doc = doc;
     src.lines = lines;
     return src;
+  }
+
+  /** The value at `path` exactly as written in the file (to tell `8.0` from `8`), if it is a scalar. */
+  rawText(path: Path): string | undefined {
+    this.ensurePositions();
+    const node = this.doc!.getIn(path, true) as Node | undefined;
+    if (!node || !isScalar(node) || !node.range) return undefined;
+    return this.text.slice(node.range[0], node.range[1]);
   }
 
   /** The position of the value at `path` (or of its key, with `key`), falling back to the nearest parent. */
