@@ -55,7 +55,11 @@ function declare() {
     /** Base name → digest-pinned reference: what runtime builds and the GitHub variable read. */
     baseRefs: pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref]))),
     bases: Object.fromEntries(
-      plan.bases.map((b) => [b.name, { tag: b.tag, identity: b.hash, platforms: b.platforms, consumers: b.consumers, ref: bases.get(b.name)!.ref }]),
+      plan.bases.map((b) => [
+        b.name,
+        // `inputs` lets `strata plan --recorded` explain, in words, why a later matrix changes this base.
+        { tag: b.tag, identity: b.hash, platforms: b.platforms, consumers: b.consumers, ref: bases.get(b.name)!.ref, inputs: b.inputs },
+      ]),
     ),
     runtimes: Object.fromEntries(runtimes.map(({ plan: r, image, tags }) => [r.name, { base: r.base, tags, ref: image.ref }])),
   };
