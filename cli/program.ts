@@ -40,13 +40,6 @@ export const OFFLINE = { account: "123456789012", region: "us-east-1", ami: "ami
  * One run per process: the Pulumi runtime is global.
  */
 export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
-  // Pulumi captures a stack trace for every promise it makes; with source maps on (tsx turns them on) that is
-  // most of an offline plan's time. Error positions in the program still name the TypeScript files' lines
-  // well enough without the maps.
-  if (!process.env.STRATA_DEBUG) {
-    process.setSourceMapsEnabled(false);
-    Error.stackTraceLimit = 0;
-  }
   const resources: RecordedResource[] = [];
   const byUrn = new Map<string, RecordedResource>();
   const parents = new Map<string, string>();

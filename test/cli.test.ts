@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { REPO, SIMPLE_MATRIX, cleanup, simpleProject } from "./helpers.ts";
+
+const BIN = join(REPO, "bin", "strata.mjs");
+const dirs: string[] = [];
+after(() => dirs.forEach(cleanup));
+
+function strata(args: string[], cwd = REPO) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: "utf8", env: { ...process.env, STRATA_DEBUG: "" } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+function projectWith(matrix: string, stackFiles: Record<string, string> = {}) {
+  const dir = simpleProject(matrix, stackFiles);
+  dirs.push(dir);
+  return dir;
+}
+const noStackTrace = (text: string) => assert.doesNotMatch(text, /^\s+at .+:\d+:\d+\)?$/m, "no stack trace reaches the user");
+
+describe("strata check", () => {
+  test("prints the derived bases of the default matrix", () => {
+    const r = strata(["check"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /strata\.yaml: 3 runtime\(s\) on 3 base\(s\)/);
+    assert.match(r.stdout, /^ {2}ampere +ampere-[0-9a-f]{12} +linux\/amd64 +1$/m);
+  });
+
+  test("--json on the 234-entry fixture lists 29 bases with their consumers", () => {
+    const r = strata(["check", "--json", "--matrix", "examples/localai/strata-pr9672.yaml"]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { bases: { consumers: string[] }[]; runtimes: unknown[] };
+    assert.equal(out.bases.length, 29);
+    assert.equal(out.runtimes.length, 234);
+    assert.equal(out.bases.flatMap((b) => b.consumers).length, 234);
+  });
+
+  test("a bad matrix exits 1 with file:line:col, what is wrong and what to do, and no stack trace", () => {
+    const dir = projectWith(SIMPLE_MATRIX.replace("    target: base", "    taget: base"));
+    const r = strata(["check"], dir);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^strata\.yaml:5:5: error: unknown key 'taget' in bases\[0\]\n {4}fix: did you mean 'target'\?/m);
+    assert.match(r.stderr, /1 error\(s\); nothing was declared/);
+    assert.equal(r.stdout, "");
+    noStackTrace(r.stderr);
+  });
+
+  test("warnings are printed and do not fail the check", () => {
+    const dir = projectWith(SIMPLE_MATRIX.replace("2.7.1+cu126", "2.7.1+cu124").replace("cu126\n", "cu124\n"));
+    const r = strata(["check"], dir);
+    assert.equal(r.code, 0);
+    assert.match(r.stderr, /strata\.yaml:9:26: warning: base 'ampere': torch is built for CUDA 12\.4/);
+  });
+
+  test("a usage mistake exits 2", () => {
+    const r = strata(["check", "--matrx", "x"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Unknown option '--matrx'/);
+    assert.equal(strata(["frobnicate"]).code, 2);
+  });
+});
+
+describe("strata plan", () => {
+  test("--json runs the program offline and lists bases, runtimes and resources", () => {
+    const r = strata(["plan", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const plan = JSON.parse(r.stdout);
+    assert.deepEqual(plan.bases.map((b: { name: string }) => b.name), ["turing", "ampere", "hopper"]);
+    const ampere = plan.bases[1];
+    assert.equal(ampere.buildArgs.CUDA_ARCH_LIST, "8.0;8.6");
+    assert.equal(ampere.target, "base");
+    assert.equal(ampere.dockerfile, "docker/Dockerfile.base");
+    assert.deepEqual(ampere.platforms, ["linux/amd64"]);
+    assert.deepEqual(ampere.consumers, ["ampere"]);
+    assert.match(ampere.tag, /^ampere-[0-9a-f]{12}$/);
+    assert.deepEqual(plan.runtimes.map((r: { name: string; base: string }) => [r.name, r.base]), [["turing", "turing"], ["ampere", "ampere"], ["hopper", "hopper"]]);
+    assert.match(plan.runtimes[1].baseImageArg, new RegExp(`^localhost:5000/strata/bases:${ampere.tag}@sha256:[0-9a-f]{64}$`));
+    assert.ok(plan.resources.some((x: { type: string; name: string; parent: string }) => x.type === "docker-build:index:Image" && x.name === "base-ampere" && x.parent === "base-ampere"));
+  });
+
+  test("the human form shows a table and the resource tree", () => {
+    const r = strata(["plan"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^Bases \(3\)/m);
+    assert.match(r.stdout, /^ {2}strata:images:BaseImage {2}base-turing\n {4}docker-build:index:Image {2}base-turing$/m);
+  });
+
+  test("an unknown registry kind is an error at its line in the stack file", () => {
+    const dir = projectWith(SIMPLE_MATRIX, { "Pulumi.bad.yaml": "config:\n  strata:registry:\n    kind: quay\n" });
+    const r = strata(["plan", "--stack", "bad"], dir);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Pulumi\.bad\.yaml:3:11: error: strata:registry\.kind: .*\n {4}fix: use one of: ecr, local, external/);
+    noStackTrace(r.stderr);
+  });
+
+  test("an external registry without credentials is an error before anything is declared", () => {
+    const dir = projectWith(SIMPLE_MATRIX, { "Pulumi.ext.yaml": "config:\n  strata:registry:\n    kind: external\n    address: ghcr.io\n" });
+    const r = strata(["plan", "--stack", "ext"], dir);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Pulumi\.ext\.yaml:3:11: error: an external registry needs a username and a password/);
+    assert.equal(r.stdout, "");
+  });
+
+  test("an external registry with a secret password plans", () => {
+    const dir = projectWith(SIMPLE_MATRIX, {
+      "Pulumi.ext.yaml": "config:\n  strata:registry:\n    kind: external\n    address: ghcr.io\n    username: bot\n  strata:registryPassword:\n    secure: AAABAHZ\n",
+    });
+    const r = strata(["plan", "--stack", "ext", "--json"], dir);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(JSON.parse(r.stdout).runtimes[0].baseImageArg, /^ghcr\.io\/strata\/bases:ampere-/);
+  });
+});
+
+describe("strata bake", () => {
+  test("writes the same builds as a bake file: bases, then runtimes pinned by digest", () => {
+    const dir = projectWith(SIMPLE_MATRIX);
+    const r = strata(["bake", "--registry", "127.0.0.1:5000", "--version", "v2", "--out", "bake.json"], dir);
+    assert.equal(r.code, 0, r.stderr);
+    const bake = JSON.parse(readFileSync(join(dir, "bake.json"), "utf8"));
+    assert.deepEqual(bake.group.bases.targets, ["base-ampere"]);
+    assert.deepEqual(bake.group.runtimes.targets, ["runtime-app"]);
+    const base = bake.target["base-ampere"];
+    assert.equal(base.context, "app");
+    assert.equal(base.dockerfile, "../docker/Dockerfile.base");
+    assert.equal(base.target, "base");
+    assert.equal(base.args.CUDA_ARCH_LIST, "8.0;8.6");
+    assert.match(base.tags[0], /^127\.0\.0\.1:5000\/strata\/bases:ampere-[0-9a-f]{12}$/);
+    assert.deepEqual(base["cache-to"], ["type=registry,ref=127.0.0.1:5000/strata/cache:cache-base-ampere,mode=max,image-manifest=true,oci-mediatypes=true"]);
+    const runtime = bake.target["runtime-app"];
+    assert.equal(runtime.args.BASE_IMAGE, base.tags[0]);
+    assert.deepEqual(runtime.tags, ["127.0.0.1:5000/strata/runtimes:app-v2"]);
+
+    const digest = `sha256:${"ab".repeat(32)}`;
+    writeFileSync(join(dir, "meta.json"), JSON.stringify({ "base-ampere": { "containerimage.digest": digest } }));
+    const pinned = strata(["bake", "--registry", "127.0.0.1:5000", "--pin", "meta.json"], dir);
+    assert.equal(pinned.code, 0, pinned.stderr);
+    assert.equal(JSON.parse(pinned.stdout).target["runtime-app"].args.BASE_IMAGE, `${base.tags[0]}@${digest}`);
+  });
+
+  test("an ECR stack needs --registry: its addresses exist only after pulumi up", () => {
+    const dir = projectWith(SIMPLE_MATRIX, { "Pulumi.dev.yaml": "config:\n  strata:registry:\n    kind: ecr\n" });
+    const r = strata(["bake"], dir);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /pass --registry/);
+  });
+});
