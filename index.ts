@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { GpuRunnerFleet, parseFleetConfig } from "./components/fleet/index.ts";
 import { BaseImage, RuntimeImage } from "./components/images.ts";
 import { Registry } from "./components/registry.ts";
 import { configLocation, readStackConfig } from "./config.ts";
@@ -48,6 +49,8 @@ function declare() {
       })
     : [];
 
+  const fleet = declareFleet(config.fleet, registry.repositoryArns);
+
   return {
     registry: registry.address,
     basesRepository: registry.basesRepository,
@@ -62,5 +65,43 @@ function declare() {
       ]),
     ),
     runtimes: Object.fromEntries(runtimes.map(({ plan: r, image, tags }) => [r.name, { base: r.base, tags, ref: image.ref }])),
+    ...(fleet
+      ? {
+          fleet: {
+            webhookUrl: fleet.webhookUrl,
+            launchTemplateIds: fleet.launchTemplateIds,
+            amiIds: fleet.amiIds,
+            instanceRoleArn: fleet.instanceRoleArn,
+            paramPrefix: fleet.paramPrefix,
+          },
+        }
+      : {}),
   };
+}
+
+/** The GPU runner fleet, when `strata:fleet.enabled`; its GitHub App comes from `strata:githubApp*` settings. */
+function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]): GpuRunnerFleet | undefined {
+  let fleetConfig;
+  try {
+    fleetConfig = parseFleetConfig(raw ?? { enabled: false }, "strata:fleet");
+  } catch (err) {
+    throw new MatrixError([{ ...configLocation("fleet"), message: (err as Error).message, fix: "correct strata:fleet in the stack config (see the README's fleet section)" }]);
+  }
+  if (!fleetConfig.enabled) return undefined;
+  const cfg = new pulumi.Config("strata");
+  const missing = ["githubAppId", "githubAppInstallationId", "githubAppPrivateKey"].filter((k) => cfg.get(k) === undefined);
+  if (missing.length > 0) {
+    throw new MatrixError([
+      {
+        ...configLocation("fleet"),
+        message: `the runner fleet needs its GitHub App: ${missing.map((k) => `strata:${k}`).join(", ")} not set`,
+        fix: "pulumi config set strata:githubAppId ID; pulumi config set strata:githubAppInstallationId ID; pulumi config set --secret strata:githubAppPrivateKey < app.pem",
+      },
+    ]);
+  }
+  return new GpuRunnerFleet("fleet", {
+    config: fleetConfig,
+    githubApp: { appId: cfg.require("githubAppId"), installationId: cfg.require("githubAppInstallationId"), privateKey: cfg.requireSecret("githubAppPrivateKey") },
+    pushRepositoryArns,
+  });
 }

@@ -137,6 +137,8 @@ function offlineState(type: string, name: string, inputs: Record<string, any>): 
         registryId: account,
         repositoryUrl: `${account}.dkr.ecr.${region}.amazonaws.com/${inputs.name}`,
       };
+    case "aws:lambda/functionUrl:FunctionUrl":
+      return { ...inputs, functionUrl: `https://${name}.lambda-url.${region}.on.aws/` };
     default: {
       const service = type.startsWith("aws:") ? type.split(/[:/]/)[1] : undefined;
       return { ...inputs, ...(service && !inputs.arn ? { arn: `arn:aws:${service}:${region}:${account}:${name}` } : {}) };
@@ -167,6 +169,17 @@ function offlineCall(token: string, inputs: Record<string, any>): Record<string,
       return { id: "aws", partition: "aws", dnsSuffix: "amazonaws.com", reverseDnsPrefix: "com.amazonaws" };
     case "aws:index/getAvailabilityZones:getAvailabilityZones":
       return { id: region, names: [`${region}a`, `${region}b`, `${region}c`], zoneIds: ["use1-az1", "use1-az2", "use1-az4"], groupNames: [region] };
+    case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
+      // Offline, every requested type is offered in every zone.
+      const types: string[] = inputs.filters?.find((f: { name: string }) => f.name === "instance-type")?.values ?? [];
+      const zones = [`${region}a`, `${region}b`, `${region}c`];
+      const pairs = zones.flatMap((z) => types.map((t) => [z, t]));
+      return { id: region, locations: pairs.map((p) => p[0]), instanceTypes: pairs.map((p) => p[1]), locationTypes: pairs.map(() => "availability-zone") };
+    }
+    case "aws:ec2/getAmi:getAmi":
+      return { id: inputs.filters?.[0]?.values?.[0] ?? ami, rootDeviceName: "/dev/sda1", blockDeviceMappings: [], architecture: "x86_64" };
+    case "aws:ec2/getVpc:getVpc":
+      return { id: inputs.id, cidrBlock: "172.31.0.0/16" };
     default:
       throw new Error(`strata plan has no offline answer for the invoke ${token}; add one to cli/program.ts`);
   }

@@ -29,7 +29,7 @@ function findCreatedResource(type: string, name: string): RecordedResource {
 
 describe("program: ECR registry", () => {
   test("three repositories: bases immutable (pull-request tags excepted), runtimes and cache writable", () => {
-    const repos = Object.fromEntries(of("aws:ecr/repository:Repository").map((r) => [r.inputs.name, r.inputs]));
+    const repos: Record<string, Record<string, any>> = Object.fromEntries(of("aws:ecr/repository:Repository").map((r) => [r.inputs.name, r.inputs]));
     assert.deepEqual(Object.keys(repos).sort(), ["strata/bases", "strata/cache", "strata/runtimes"]);
     assert.equal(repos["strata/bases"].imageTagMutability, "IMMUTABLE_WITH_EXCLUSION");
     assert.deepEqual(repos["strata/bases"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }]);

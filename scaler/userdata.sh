@@ -1,0 +1,134 @@
+#!/bin/bash
+# strata ephemeral GPU runner bootstrap (rendered by scaler/userdata.ts).
+# One instance = one JIT runner = one job. Whatever happens, the instance ends
+# by shutting down, and shutdown terminates it (instance-initiated shutdown
+# behaviour = terminate). No token is ever part of this script: the JIT config
+# is read from SSM Parameter Store and deleted before the runner starts.
+set -euo pipefail
+
+REGION="{{REGION}}"
+PARAM_PREFIX="{{PARAM_PREFIX}}"
+MAX_RUNTIME_MINUTES="{{MAX_RUNTIME_MINUTES}}"
+RUNNER_VERSION="{{RUNNER_VERSION}}"
+RUNNER_USER="{{RUNNER_USER}}"
+
+RUNNER_DIR=/opt/actions-runner
+DATA_MOUNT=/mnt/strata
+PARAM_WAIT_SECONDS=300
+
+exec > >(tee -a /var/log/strata-runner.log | logger -t strata-runner) 2>&1
+
+log() {
+  echo "strata: $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+terminate() {
+  local rc=$?
+  log "exiting with status ${rc}; shutting down (terminates the instance)"
+  sync || true
+  shutdown -h now || poweroff || true
+}
+trap terminate EXIT
+
+# Hard watchdog first: whatever hangs later, the instance is gone after the pool's max runtime.
+shutdown -h "+${MAX_RUNTIME_MINUTES}" "strata: max runtime reached" || true
+
+# --- instance identity via IMDSv2 ------------------------------------------
+IMDS=http://169.254.169.254/latest
+IMDS_TOKEN="$(curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -X PUT "${IMDS}/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")"
+INSTANCE_ID="$(curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" "${IMDS}/meta-data/instance-id")"
+unset IMDS_TOKEN
+if [[ ! "${INSTANCE_ID}" =~ ^i-[0-9a-f]+$ ]]; then
+  log "could not read the instance id"
+  exit 1
+fi
+log "instance ${INSTANCE_ID}, watchdog ${MAX_RUNTIME_MINUTES} min"
+
+# --- instance-store NVMe for Docker / BuildKit data ---------------------------
+mapfile -t NVME_DEVICES < <(find /dev/disk/by-id/ -name 'nvme-Amazon_EC2_NVMe_Instance_Storage_*' ! -name '*-part*' -exec readlink -f {} + 2>/dev/null | sort -u)
+if (( ${#NVME_DEVICES[@]} > 0 )); then
+  if (( ${#NVME_DEVICES[@]} > 1 )) && command -v mdadm >/dev/null 2>&1; then
+    log "striping ${#NVME_DEVICES[@]} instance-store volumes"
+    mdadm --create /dev/md/strata --run --level=0 --raid-devices="${#NVME_DEVICES[@]}" "${NVME_DEVICES[@]}"
+    DATA_DEVICE=/dev/md/strata
+  else
+    DATA_DEVICE="${NVME_DEVICES[0]}"
+  fi
+  log "formatting ${DATA_DEVICE}"
+  mkfs.ext4 -q -F -E nodiscard -m 0 "${DATA_DEVICE}"
+  mkdir -p "${DATA_MOUNT}"
+  mount -o noatime "${DATA_DEVICE}" "${DATA_MOUNT}"
+  mkdir -p "${DATA_MOUNT}/docker" "${DATA_MOUNT}/work"
+  if systemctl list-unit-files docker.service >/dev/null 2>&1; then
+    systemctl stop docker.service docker.socket || true
+  fi
+  mkdir -p /var/lib/docker
+  mount --bind "${DATA_MOUNT}/docker" /var/lib/docker
+  if systemctl list-unit-files docker.service >/dev/null 2>&1; then
+    systemctl start docker.service
+  fi
+else
+  log "no instance-store NVMe found; Docker stays on the root volume"
+fi
+
+# --- JIT config: read once, delete, never written to disk ----------------------
+PARAM_NAME="${PARAM_PREFIX}${INSTANCE_ID}"
+JIT_CONFIG=""
+deadline=$(( SECONDS + PARAM_WAIT_SECONDS ))
+while (( SECONDS < deadline )); do
+  if JIT_CONFIG="$(aws ssm get-parameter --region "${REGION}" --name "${PARAM_NAME}" --with-decryption --query Parameter.Value --output text 2>/dev/null)" && [[ -n "${JIT_CONFIG}" && "${JIT_CONFIG}" != "None" ]]; then
+    break
+  fi
+  JIT_CONFIG=""
+  sleep 3
+done
+if [[ -z "${JIT_CONFIG}" ]]; then
+  log "no JIT config at ${PARAM_NAME} after ${PARAM_WAIT_SECONDS}s"
+  exit 1
+fi
+# Deleting is also the claim: if the scaler deleted it first (job cancelled), do not start.
+if ! aws ssm delete-parameter --region "${REGION}" --name "${PARAM_NAME}"; then
+  log "could not delete ${PARAM_NAME}; not starting the runner"
+  exit 1
+fi
+log "JIT config read and deleted"
+
+# --- runner -------------------------------------------------------------------
+if ! id -u "${RUNNER_USER}" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "${RUNNER_USER}"
+fi
+if getent group docker >/dev/null 2>&1; then
+  usermod -aG docker "${RUNNER_USER}"
+fi
+
+if [[ ! -x "${RUNNER_DIR}/run.sh" ]]; then
+  case "$(uname -m)" in
+    x86_64) RUNNER_ARCH=x64 ;;
+    aarch64) RUNNER_ARCH=arm64 ;;
+    *) log "unsupported architecture $(uname -m)"; exit 1 ;;
+  esac
+  log "downloading actions runner ${RUNNER_VERSION} (${RUNNER_ARCH})"
+  mkdir -p "${RUNNER_DIR}"
+  curl -fsSL --retry 5 --retry-delay 2 -o /tmp/actions-runner.tar.gz \
+    "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-${RUNNER_ARCH}-${RUNNER_VERSION}.tar.gz"
+  tar -xzf /tmp/actions-runner.tar.gz -C "${RUNNER_DIR}"
+  rm -f /tmp/actions-runner.tar.gz
+  "${RUNNER_DIR}/bin/installdependencies.sh" || log "installdependencies.sh failed; continuing"
+fi
+if mountpoint -q "${DATA_MOUNT}"; then
+  rm -rf "${RUNNER_DIR}/_work"
+  ln -s "${DATA_MOUNT}/work" "${RUNNER_DIR}/_work"
+  chown "${RUNNER_USER}:" "${DATA_MOUNT}/work"
+fi
+chown -R "${RUNNER_USER}:" "${RUNNER_DIR}"
+
+log "starting runner (one job)"
+cd "${RUNNER_DIR}"
+set +e
+runuser -u "${RUNNER_USER}" -- ./run.sh --jitconfig "${JIT_CONFIG}"
+RUNNER_STATUS=$?
+set -e
+unset JIT_CONFIG
+log "runner exited with status ${RUNNER_STATUS}"
+exit "${RUNNER_STATUS}"

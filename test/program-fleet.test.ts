@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { before, test } from "node:test";
+import { runProgram, type ProgramRun } from "../cli/program.ts";
+import { plainStrings } from "./mocks.ts";
+
+// The real program with the GPU runner fleet enabled, on ECR: what `strata plan` shows for such a stack.
+let run: ProgramRun;
+const KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----";
+before(async () => {
+  run = await runProgram({
+    stack: "ci",
+    config: {
+      "strata:registry": { kind: "ecr" },
+      "strata:fleet": { enabled: true, runnerOwner: "acme", pools: [{ name: "gpu-base-builder", maxRunners: 3 }] },
+      "strata:githubAppId": "123",
+      "strata:githubAppInstallationId": "456",
+      "strata:githubAppPrivateKey": KEY,
+    },
+    secretKeys: ["strata:githubAppPrivateKey"],
+  });
+});
+
+test("the fleet plans alongside the images, and its webhook URL and AMI are stack outputs", () => {
+  assert.equal(run.resources.filter((r) => r.type === "strata:fleet:GpuRunnerFleet").length, 1);
+  const fleet = run.outputs.fleet as { webhookUrl: string; amiIds: Record<string, string>; paramPrefix: string };
+  assert.match(fleet.webhookUrl, /^https:\/\/.+\.lambda-url\.us-east-1\.on\.aws\/$/);
+  assert.deepEqual(fleet.amiIds, { "gpu-base-builder": "ami-0abc1234def567890" });
+  assert.equal(fleet.paramPrefix, "/strata/ci/jit/");
+});
+
+test("runners may push only to strata's own ECR repositories", () => {
+  const repoArns = run.resources.filter((r) => r.type === "aws:ecr/repository:Repository").map((r) => r.state.arn as string);
+  assert.equal(repoArns.length, 3);
+  const policy = run.resources.find((r) => r.type === "aws:iam/rolePolicy:RolePolicy" && r.name === "fleet-instance")!;
+  const doc = JSON.parse(policy.inputs.policy as string) as { Statement: { Action: string | string[]; Resource: string | string[] }[] };
+  const push = doc.Statement.filter((s) => [s.Action].flat().includes("ecr:PutImage"));
+  assert.equal(push.length, 1);
+  assert.deepEqual([push[0].Resource].flat().sort(), repoArns.sort());
+});
+
+test("the GitHub App key reaches no resource in plain text", () => {
+  const plain = run.resources.flatMap((r) => plainStrings(r.inputs));
+  assert.ok(!plain.some((s) => s.includes("MIIB")), "the private key appears outside a secret");
+  assert.ok(run.resources.some((r) => JSON.stringify(r.inputs).includes("MIIB")), "the key does reach Secrets Manager, as a secret");
+});
+
+test("the fleet's pool cap reaches the scaler", () => {
+  const webhook = run.resources.find((r) => r.type === "aws:lambda/function:Function" && /webhook/.test(r.name))!;
+  const env = JSON.stringify(webhook.inputs.environment);
+  assert.match(env, /\\"maxRunners\\":3/);
+});
