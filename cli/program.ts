@@ -28,6 +28,11 @@ export interface RunOptions {
   secretKeys?: string[];
   /** Run as `pulumi preview` (unknown outputs stay unknown) instead of `pulumi up`. Default false. */
   preview?: boolean;
+  /**
+   * Capture no stack traces while the program runs. Pulumi captures one for every promise it makes, which is
+   * most of the time and memory of a large offline plan. Default false.
+   */
+  lean?: boolean;
 }
 
 /** Fixed fake account facts used for every offline answer. */
@@ -89,9 +94,17 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   pulumi.runtime.setAllConfig(config, opts.secretKeys ?? []);
 
   const program = (await import("../index.ts")).default;
-  const result = await program();
-  const outputs = await new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>)));
-  await settle(() => pending);
+  // Set only once every module is loaded: module loading itself relies on stack traces.
+  const stackTraceLimit = Error.stackTraceLimit;
+  if (opts.lean) Error.stackTraceLimit = 0;
+  let outputs: Record<string, unknown>;
+  try {
+    const result = await program();
+    outputs = await new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>)));
+    await settle(() => pending);
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
 
   for (const r of resources) {
     const parentUrn = parents.get(r.urn);

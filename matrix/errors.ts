@@ -5,6 +5,20 @@ export interface Location {
   col: number;
 }
 
+/**
+ * A location computed only when read: finding a line in a large JSON source means parsing it again with
+ * positions, which a valid matrix never needs.
+ */
+export function lazyLocation(find: () => Location): Location {
+  let found: Location | undefined;
+  const get = () => (found ??= find());
+  return Object.defineProperties({} as Location, {
+    file: { get: () => get().file, enumerable: true },
+    line: { get: () => get().line, enumerable: true },
+    col: { get: () => get().col, enumerable: true },
+  });
+}
+
 /** One problem with the user's input: where, what, and what to do about it. */
 export interface Problem extends Location {
   message: string;

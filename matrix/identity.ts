@@ -50,17 +50,15 @@ export function ignoreFileFor(contextDir: string, dockerfilePath: string): strin
   return existsSync(general) ? general : undefined;
 }
 
-const contextCache = new Map<string, ContextDigest>();
-
 /**
  * Hashes every file of a build context that .dockerignore lets through. `.git` is never hashed: it changes with
- * every commit and belongs in .dockerignore anyway. Results are memoised per (directory, ignore file, excluded
- * files) for the life of the process, so bases sharing a context cost one walk.
+ * every commit and belongs in .dockerignore anyway. With a `cache` (one per matrix load), bases sharing a context
+ * cost one walk.
  */
-export function hashContext(contextDir: string, ignoreFile?: string, exclude: string[] = []): ContextDigest {
+export function hashContext(contextDir: string, ignoreFile?: string, exclude: string[] = [], cache?: Map<string, ContextDigest>): ContextDigest {
   const ignoreText = ignoreFile ? readFileSync(ignoreFile, "utf8") : "";
   const key = `${contextDir}\0${ignoreText}\0${exclude.join("\0")}`;
-  const hit = contextCache.get(key);
+  const hit = cache?.get(key);
   if (hit) return hit;
 
   const patterns = ignoreText.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
@@ -87,7 +85,7 @@ export function hashContext(contextDir: string, ignoreFile?: string, exclude: st
   const h = createHash("sha256");
   for (const [rel, digest] of Object.entries(files)) h.update(`${rel}\0${digest}\n`);
   const result = { files, digest: h.digest("hex") };
-  contextCache.set(key, result);
+  cache?.set(key, result);
   return result;
 }
 

@@ -3,8 +3,8 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import { checkBuildArgs } from "./checks.ts";
 import { deriveBases, mapField, sourceFieldOf, type Consumer } from "./derive.ts";
 import { DockerfileInfo } from "./dockerfile.ts";
-import { MatrixError, Problems, type Location } from "./errors.ts";
-import { hashContext, identityHash, identityTag, ignoreFileFor } from "./identity.ts";
+import { lazyLocation, MatrixError, Problems, type Location } from "./errors.ts";
+import { hashContext, identityHash, identityTag, ignoreFileFor, type ContextDigest } from "./identity.ts";
 import {
   DEFAULT_RUNTIME_TAGS,
   OCI_TAG,
@@ -155,6 +155,7 @@ export function loadMatrix(file: string): BuildPlan {
   }
   problems.throwIfAny();
 
+  const contexts = new Map<string, ContextDigest>();
   const planBases: BasePlan[] = bases.map((b) => {
     const info = files.dockerfile(b.dockerfile)!;
     const target = b.target ?? info.stage()?.name ?? "";
@@ -164,7 +165,7 @@ export function loadMatrix(file: string): BuildPlan {
     const exclude = [dockerfileAbs, `${dockerfileAbs}.dockerignore`]
       .map((p) => relative(contextDir, p).split(sep).join("/"))
       .filter((p) => !p.startsWith(".."));
-    const context = hashContext(contextDir, ignoreFile, exclude);
+    const context = hashContext(contextDir, ignoreFile, exclude, contexts);
     const inputs = { dockerfileDigest: info.digestFor(b.target), target, args: b.args, platforms: [...b.platforms].sort(), contextDigest: context.digest };
     const hash = identityHash(inputs);
     return {
@@ -320,7 +321,7 @@ function deriveFromConsumers(
       cuda: cuda && /^\d+\.\d+/.test(cuda) ? cuda : undefined,
       tagPrefix: g.name,
       key: g.key,
-      at: g.consumers[0].at(),
+      at: lazyLocation(g.consumers[0].at),
       fieldAt: (f) => (f === "name" ? at(["base", "name"]) : at(["base", f])),
       argAt: (a) => at(["base", "args", a]),
     });
@@ -337,7 +338,7 @@ function deriveFromConsumers(
         tags: d.runtime?.tags ?? defaultTags,
         tagsAt: (t) => (d.runtime?.tags ? at(["runtime", "tags", t]) : tagsAtDefault(t)),
         fields: c.fields,
-        at: c.at(),
+        at: lazyLocation(c.at),
         fieldAt: c.fieldAt,
         argAt: (a) => at(["runtime", "args", a]),
       });

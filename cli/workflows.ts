@@ -1,0 +1,117 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import { GitHubConfigError, parseGitHubConfig } from "../components/github.ts";
+import { parseFleetConfig } from "../components/fleet/config.ts";
+import { formatProblem, MatrixError } from "../matrix/errors.ts";
+import { loadMatrix } from "../matrix/load.ts";
+import { DEFAULT_POOLS, generateWorkflows, WorkflowError, type RunnerPool, type WorkflowOptions } from "../workflows/generate.ts";
+import { readStackFile } from "./stack.ts";
+
+export const WORKFLOWS_USAGE = `strata workflows [--stack NAME] [--matrix PATH] [--out DIR] [--check] [--registry-kind ecr|external] [--shard-size N] [--no-shard]
+    Generate the GitHub Actions workflows (.github/workflows/strata-*.yml) from the build plan and the stack's
+    strata:github, strata:fleet and strata:registry config. --check writes nothing and exits 1 when a file differs.
+    --out is the repository root (default .). Base builds run as shard stacks <stack>-base-<name>.`;
+
+/**
+ * `strata workflows`: writes (or with --check, compares) the generated workflow files. Exit 0 written / up to date,
+ * 1 invalid matrix or config or out-of-date files, 2 usage error.
+ */
+export async function workflowsCommand(args: string[]): Promise<number> {
+  let values;
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        stack: { type: "string" },
+        matrix: { type: "string" },
+        out: { type: "string", short: "o" },
+        check: { type: "boolean" },
+        "registry-kind": { type: "string" },
+        "shard-size": { type: "string" },
+        "no-shard": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (err) {
+    process.stderr.write(`strata workflows: ${(err as Error).message}\n\nUsage:\n  ${WORKFLOWS_USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(`Usage:\n  ${WORKFLOWS_USAGE}\n`);
+    return 0;
+  }
+  const usage = (message: string) => {
+    process.stderr.write(`strata workflows: ${message}\n\nUsage:\n  ${WORKFLOWS_USAGE}\n`);
+    return 2;
+  };
+  const kind = values["registry-kind"];
+  if (kind !== undefined && kind !== "ecr" && kind !== "external") return usage(`--registry-kind must be ecr or external, got '${kind}'`);
+  let shardSize: number | undefined;
+  if (values["shard-size"] !== undefined) {
+    shardSize = Number(values["shard-size"]);
+    if (!/^\d+$/.test(values["shard-size"])) return usage(`--shard-size must be a whole number, got '${values["shard-size"]}'`);
+  }
+
+  const stack = values.stack ?? "dev";
+  const out = values.out ?? ".";
+  try {
+    const { config } = readStackFile(stack);
+    const matrix = values.matrix ?? (config["strata:matrix"] as string | undefined) ?? "strata.yaml";
+    const plan = loadMatrix(matrix);
+    for (const w of plan.warnings) process.stderr.write(formatProblem(w, "warning") + "\n");
+    const github = workflowSettings(config["strata:github"], `Pulumi.${stack}.yaml strata:github`);
+    const registryKind = (kind ?? (config["strata:registry"] as { kind?: string } | undefined)?.kind ?? "ecr") as WorkflowOptions["registryKind"];
+    const files = generateWorkflows(plan, {
+      stack,
+      matrix,
+      registryKind,
+      ...github,
+      pools: fleetPools(config["strata:fleet"], `Pulumi.${stack}.yaml strata:fleet`),
+      shardSize,
+      sharding: !values["no-shard"],
+    });
+    if (values.check) {
+      const stale = Object.entries(files).filter(([path, content]) => {
+        const file = join(out, path);
+        return !existsSync(file) || readFileSync(file, "utf8") !== content;
+      });
+      for (const [path] of stale) process.stderr.write(`${join(out, path)}: out of date; run \`strata workflows --stack ${stack} --matrix ${matrix}\`\n`);
+      if (stale.length === 0) process.stdout.write(`${Object.keys(files).length} workflow file(s) up to date\n`);
+      return stale.length === 0 ? 0 : 1;
+    }
+    for (const [path, content] of Object.entries(files)) {
+      const file = join(out, path);
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, content);
+      process.stdout.write(`wrote ${file}\n`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof MatrixError) {
+      process.stderr.write(`${err.message}\nstrata: ${err.problems.length} error(s); no workflow written\n`);
+      return 1;
+    }
+    if (err instanceof WorkflowError || err instanceof GitHubConfigError || (err instanceof Error && /^Invalid stack config/.test(err.message))) {
+      process.stderr.write(`strata workflows: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+/** The workflow-relevant part of `strata:github`; without that config, the defaults (no repository needed here). */
+export function workflowSettings(raw: unknown, where: string): Pick<WorkflowOptions, "defaultBranch" | "baseEnvironment" | "runnerLabels"> {
+  if (raw === undefined) return {};
+  const c = parseGitHubConfig(raw, where);
+  return { defaultBranch: c.defaultBranch, baseEnvironment: c.baseEnvironment, runnerLabels: c.runnerLabels };
+}
+
+/** The pools of an enabled fleet; the default pool when the fleet is off or not configured. */
+export function fleetPools(raw: unknown, where: string): readonly RunnerPool[] {
+  if (raw === undefined) return DEFAULT_POOLS;
+  const fleet = parseFleetConfig(raw, where);
+  return fleet.enabled ? fleet.pools.map((p) => ({ name: p.name, labels: p.labels })) : DEFAULT_POOLS;
+}
