@@ -49,6 +49,10 @@ export interface StackConfig {
   bases?: string[];
   /** Declare runtime images. Default true. */
   runtimes: boolean;
+  /** Root stack this stack is a base shard of: push to its registry, declare only `bases`. */
+  shardOf?: string;
+  /** Read every base's ref from its shard stack `<stack>-base-<name>` instead of building bases here. Default false. */
+  baseShards: boolean;
   /** Raw `strata:fleet` object, parsed by the fleet component's own schema. */
   fleet?: unknown;
   /** Raw `strata:github` object, parsed by the GitHub wiring's own schema. */
@@ -84,6 +88,10 @@ export function readStackConfig(): StackConfig {
   const release = parse("release", ReleaseConfig, {});
   const bases = parse("bases", z.array(z.string().min(1)).min(1).optional(), undefined);
   const runtimes = parse("runtimes", z.boolean().default(true), undefined);
+  const shardOf = parse("shardOf", z.string().regex(/^[A-Za-z0-9_./-]+$/, "must be a stack name").optional(), undefined);
+  const baseShards = parse("baseShards", z.boolean().default(false), undefined);
+  if (shardOf && !bases) problems.push({ ...configLocation("shardOf"), message: "a shard stack (strata:shardOf) needs strata:bases", fix: "pulumi config set --path 'strata:bases[0]' NAME" });
+  if (shardOf && baseShards) problems.push({ ...configLocation("baseShards"), message: "a shard stack cannot read its bases from shards", fix: "pulumi config rm strata:baseShards" });
   const registryPassword = cfg.getSecret("registryPassword");
   if (registry?.kind === "external") {
     if (!registry.address) problems.push({ ...configLocation("registry", ["kind"]), message: "an external registry needs an address", fix: "pulumi config set --path strata:registry.address ghcr.io" });
@@ -103,6 +111,8 @@ export function readStackConfig(): StackConfig {
     release: release!,
     bases,
     runtimes: runtimes!,
+    shardOf,
+    baseShards: baseShards!,
     fleet: cfg.getObject<unknown>("fleet"),
     github: cfg.getObject<unknown>("github"),
   };

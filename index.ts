@@ -1,11 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import { GpuRunnerFleet, parseFleetConfig } from "./components/fleet/index.ts";
+import { GitHubWiring, parseGitHubConfig } from "./components/github.ts";
 import { BaseImage, RuntimeImage } from "./components/images.ts";
 import { Registry } from "./components/registry.ts";
-import { configLocation, readStackConfig } from "./config.ts";
+import { baseRefsFromShards, ShardRegistry } from "./components/shards.ts";
+import { configLocation, readStackConfig, type StackConfig } from "./config.ts";
 import { MatrixError, formatProblem } from "./matrix/errors.ts";
 import { loadMatrix } from "./matrix/load.ts";
-import { runtimeTags, selectBases } from "./matrix/plan.ts";
+import { runtimeTags, selectBases, type BuildPlan } from "./matrix/plan.ts";
+import { fleetPools, generateWorkflows, WorkflowError } from "./workflows/generate.ts";
 
 /**
  * The strata program: stack config and matrix in, registry, base images and runtime images out. User mistakes
@@ -15,7 +18,7 @@ export default async function strata() {
   try {
     return declare();
   } catch (err) {
-    if (err instanceof MatrixError) throw new pulumi.RunError(err.message);
+    if (err instanceof MatrixError || err instanceof WorkflowError) throw new pulumi.RunError(err.message);
     throw err;
   }
 }
@@ -25,23 +28,26 @@ function declare() {
   const plan = selectBases(loadMatrix(config.matrix), config.bases, configLocation("bases"));
   for (const w of plan.warnings) pulumi.log.warn(formatProblem(w, "warning"));
 
-  const registry = new Registry("registry", {
-    config: config.registry,
-    password: config.registryPassword,
-    protectedTags: plan.bases.map((b) => b.tag),
-  });
+  // A base shard pushes to its root stack's registry; every other stack owns one.
+  const registry = config.shardOf
+    ? new ShardRegistry("registry", { root: config.shardOf, kind: config.registry.kind, username: config.registry.username, password: config.registryPassword })
+    : new Registry("registry", { config: config.registry, password: config.registryPassword, protectedTags: plan.bases.map((b) => b.tag) });
   const destination = (repository: pulumi.Output<string>) => ({ repository, cacheRepository: registry.cacheRepository, auth: registry.auth });
 
+  // With base shards, each base is built by a stack of its own and only read here.
+  const shardRefs = config.baseShards ? baseRefsFromShards(plan, pulumi.getStack()) : undefined;
   const bases = new Map(
-    plan.bases.map((b) => [b.name, new BaseImage(`base-${b.name}`, { plan: b, dir: plan.dir, ...destination(registry.basesRepository) })]),
+    shardRefs ? [] : plan.bases.map((b) => [b.name, new BaseImage(`base-${b.name}`, { plan: b, dir: plan.dir, ...destination(registry.basesRepository) })]),
   );
+  const baseRef = (name: string) => (shardRefs ? shardRefs.ref(name) : bases.get(name)!.ref);
+  const baseRefs = shardRefs ? shardRefs.refs : pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref])));
   const runtimes = config.runtimes
     ? plan.runtimes.map((r) => {
         const tags = runtimeTags(r, { ...config.release, sha: config.release.sha.slice(0, 7) });
         const image = new RuntimeImage(`runtime-${r.name}`, {
           plan: r,
           dir: plan.dir,
-          baseRef: bases.get(r.base)!.ref,
+          baseRef: baseRef(r.base),
           tags,
           ...destination(registry.runtimesRepository),
         });
@@ -49,19 +55,21 @@ function declare() {
       })
     : [];
 
-  const fleet = declareFleet(config.fleet, registry.repositoryArns);
+  const fleet = config.shardOf ? undefined : declareFleet(config.fleet, registry.repositoryArns);
+  if (config.github !== undefined && !config.shardOf) declareGitHub(config, plan, registry, baseRefs);
 
   return {
     registry: registry.address,
     basesRepository: registry.basesRepository,
     runtimesRepository: registry.runtimesRepository,
+    cacheRepository: registry.cacheRepository,
     /** Base name → digest-pinned reference: what runtime builds and the GitHub variable read. */
-    baseRefs: pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref]))),
+    baseRefs,
     bases: Object.fromEntries(
       plan.bases.map((b) => [
         b.name,
         // `inputs` lets `strata plan --recorded` explain, in words, why a later matrix changes this base.
-        { tag: b.tag, identity: b.hash, platforms: b.platforms, consumers: b.consumers, ref: bases.get(b.name)!.ref, inputs: b.inputs },
+        { tag: b.tag, identity: b.hash, platforms: b.platforms, consumers: b.consumers, ref: pulumi.output(baseRefs).apply((r) => r[b.name]), inputs: b.inputs },
       ]),
     ),
     runtimes: Object.fromEntries(runtimes.map(({ plan: r, image, tags }) => [r.name, { base: r.base, tags, ref: image.ref }])),
@@ -77,6 +85,35 @@ function declare() {
         }
       : {}),
   };
+}
+
+/** OIDC roles, Actions variables and secrets (and, optionally, the generated workflows) on the configured repositories. */
+function declareGitHub(config: StackConfig, plan: BuildPlan, registry: Registry | ShardRegistry, baseRefs: pulumi.Input<Record<string, pulumi.Input<string>>>): GitHubWiring {
+  let gh;
+  try {
+    gh = parseGitHubConfig(config.github, "strata:github");
+  } catch (err) {
+    throw new MatrixError([{ ...configLocation("github"), message: (err as Error).message, fix: "correct strata:github in the stack config (see the README's GitHub section)" }]);
+  }
+  const [bases, runtimes, cache] = registry.repositoryArns;
+  return new GitHubWiring("github", {
+    config: gh,
+    registry: registry.address,
+    repositoryArns: config.registry.kind === "ecr" ? { bases, runtimes, cache } : undefined,
+    baseRefs,
+    registryCredentials: config.registry.kind === "external" ? { username: config.registry.username!, password: config.registryPassword! } : undefined,
+    workflows: gh.commitWorkflows
+      ? generateWorkflows(plan, {
+          stack: pulumi.getStack(),
+          matrix: config.matrix,
+          registryKind: config.registry.kind,
+          defaultBranch: gh.defaultBranch,
+          baseEnvironment: gh.baseEnvironment,
+          runnerLabels: gh.runnerLabels,
+          pools: fleetPools(config.fleet, "strata:fleet"),
+        })
+      : undefined,
+  });
 }
 
 /** The GPU runner fleet, when `strata:fleet.enabled`; its GitHub App comes from `strata:githubApp*` settings. */

@@ -23,6 +23,9 @@ Usage:
   strata impact [--base REV] [--head REV] [--matrix PATH] [--json]
       Show which bases and runtimes a change rebuilds, and why (default: merge-base with the default branch
       → working tree). Exit 0 whether or not something rebuilds; 1 invalid matrix at a revision; 2 usage or git error.
+  strata workflows [--stack NAME] [--matrix PATH] [--out DIR] [--check] [--shard-size N] [--no-shard]
+      Generate .github/workflows/ (build-bases, build-runtimes, pr-check) from the matrix and stack config;
+      --check exits 1 when the committed files are out of date.
 
 The matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.
 Exit status: 0 success, 1 invalid input (matrix, Dockerfiles, config), 2 usage error.`;
@@ -46,6 +49,10 @@ export async function main(argv: string[]): Promise<number> {
         return check(parse(rest, COMMON));
       case "plan":
         return await plan(parse(rest, { ...COMMON, recorded: { type: "string" } }));
+      case "workflows": {
+        const { workflowsCommand } = await import("./workflows.ts");
+        return await workflowsCommand(rest);
+      }
       case "impact": {
         const { impactCommand } = await import("./impact.ts");
         return await impactCommand(rest);

@@ -150,6 +150,9 @@ function offlineState(type: string, name: string, inputs: Record<string, any>): 
         registryId: account,
         repositoryUrl: `${account}.dkr.ecr.${region}.amazonaws.com/${inputs.name}`,
       };
+    case "pulumi:pulumi:StackReference":
+      // Offline, no other stack has outputs: a root reading base shards sees every shard as not yet built.
+      return { name: inputs.name, outputs: {}, secretOutputNames: [] };
     case "aws:lambda/functionUrl:FunctionUrl":
       return { ...inputs, functionUrl: `https://${name}.lambda-url.${region}.on.aws/` };
     default: {

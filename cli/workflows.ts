@@ -1,11 +1,10 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { GitHubConfigError, parseGitHubConfig } from "../components/github.ts";
-import { parseFleetConfig } from "../components/fleet/config.ts";
+import { GitHubConfigError, parseGitHubConfig } from "../components/github-trust.ts";
 import { formatProblem, MatrixError } from "../matrix/errors.ts";
 import { loadMatrix } from "../matrix/load.ts";
-import { DEFAULT_POOLS, generateWorkflows, WorkflowError, type RunnerPool, type WorkflowOptions } from "../workflows/generate.ts";
+import { fleetPools, generateWorkflows, WorkflowError, type WorkflowOptions } from "../workflows/generate.ts";
 import { readStackFile } from "./stack.ts";
 
 export const WORKFLOWS_USAGE = `strata workflows [--stack NAME] [--matrix PATH] [--out DIR] [--check] [--registry-kind ecr|external] [--shard-size N] [--no-shard]
@@ -107,11 +106,4 @@ export function workflowSettings(raw: unknown, where: string): Pick<WorkflowOpti
   if (raw === undefined) return {};
   const c = parseGitHubConfig(raw, where);
   return { defaultBranch: c.defaultBranch, baseEnvironment: c.baseEnvironment, runnerLabels: c.runnerLabels };
-}
-
-/** The pools of an enabled fleet; the default pool when the fleet is off or not configured. */
-export function fleetPools(raw: unknown, where: string): readonly RunnerPool[] {
-  if (raw === undefined) return DEFAULT_POOLS;
-  const fleet = parseFleetConfig(raw, where);
-  return fleet.enabled ? fleet.pools.map((p) => ({ name: p.name, labels: p.labels })) : DEFAULT_POOLS;
 }

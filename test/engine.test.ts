@@ -1,0 +1,394 @@
+// Integration test on a real Docker engine (see test/engine/harness.ts, .ci/engine-deps.sh):
+// strata's bake file builds the bases, pushes them and their registry cache, builds each runtime
+// FROM its base pinned by digest, rebuilds from the registry cache after a local wipe with identical
+// digests, and rebuilds only what a changed build arg touches.
+//
+// Known engine behaviour (dockerd 26.1.5 / BuildKit 0.13 via the docker driver, containerd store): when
+// runtimes of different bases start with an identical `COPY app/ /app/` followed by a RUN, that RUN misses
+// the registry cache at random after wipeLocal() (about one target in two), so the fixture's runtime runs
+// its RUN before the COPY. docker/Dockerfile.runtime (COPY . /app, then RUN pip install) has that pattern.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { test } from "node:test";
+import { gunzipSync } from "node:zlib";
+import { parseDocument } from "yaml";
+import { engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
+
+const FIXTURE = join(REPO_ROOT, "test/fixtures/engine");
+const MATRIX = join(FIXTURE, "strata.yaml");
+const CLI = join(REPO_ROOT, "bin/strata.mjs");
+/** Fixed timestamps (image config `created`, history) so identical builds give identical digests. */
+const SOURCE_DATE_EPOCH = "0";
+
+// ------------------------------------------------------------------------------------------
+// The bake file, as `strata bake` writes it.
+
+interface BakeTarget {
+  context: string;
+  dockerfile: string;
+  target?: string;
+  args: Record<string, string>;
+  platforms: string[];
+  tags: string[];
+  "cache-from": string[];
+  "cache-to": string[];
+  output: string[];
+}
+interface BakeFile {
+  group: Record<string, { targets: string[] }>;
+  target: Record<string, BakeTarget>;
+}
+/** `docker buildx bake --metadata-file` output: per target, at least the pushed digest. */
+type BakeMetadata = Record<string, { "containerimage.digest"?: string; "image.name"?: string } | string>;
+
+async function writeBakeFile(registry: string, matrixPath: string, out: string, pinFile?: string): Promise<BakeFile> {
+  const args = [CLI, "bake", "--matrix", matrixPath, "--registry", registry, "--out", out, ...(pinFile ? ["--pin", pinFile] : [])];
+  const r = await run(process.execPath, args, { cwd: REPO_ROOT, env: process.env, timeoutMs: 60_000 });
+  assert.equal(r.code, 0, `node ${args.map((a) => relative(REPO_ROOT, a) || a).join(" ")} failed (exit ${r.code}):\n${r.stderr}\n${r.stdout}`);
+  return JSON.parse(await readFile(out, "utf8")) as BakeFile;
+}
+
+function readMetadata(file: string): BakeMetadata {
+  return JSON.parse(readFileSync(file, "utf8")) as BakeMetadata;
+}
+
+function digestOf(meta: BakeMetadata, targetName: string): string {
+  const m = meta[targetName];
+  const d = typeof m === "object" ? m["containerimage.digest"] : undefined;
+  assert.match(d ?? "", /^sha256:[0-9a-f]{64}$/, `bake metadata has no containerimage.digest for ${targetName}: ${JSON.stringify(m)}`);
+  return d!;
+}
+
+/** The registry cache ref a target reads (and must also write). */
+function cacheRef(bake: BakeFile, target: string): string {
+  const from = bake.target[target]?.["cache-from"] ?? [];
+  assert.equal(from.length, 1, `${target} cache-from: ${JSON.stringify(from)}`);
+  const m = /^type=registry,ref=([^,]+)$/.exec(from[0]);
+  assert.ok(m, `${target} cache-from is not a plain registry cache: ${from[0]}`);
+  return m[1];
+}
+
+/** Checks a bake file against the CLI contract. */
+function checkBakeShape(bake: BakeFile, registry: string, bases: string[], runtimes: string[]): void {
+  assert.deepEqual(new Set(bake.group.bases?.targets), new Set(bases.map((b) => `base-${b}`)), "group 'bases'");
+  assert.deepEqual(new Set(bake.group.runtimes?.targets), new Set(runtimes.map((r) => `runtime-${r}`)), "group 'runtimes'");
+  // `default` holds at least the bases (the CLI builds runtimes only in their own, pinned, step).
+  const def = new Set(bake.group.default?.targets);
+  for (const b of bases) assert.ok(def.has(`base-${b}`) || def.has("bases"), `group 'default' does not contain base-${b}`);
+  const esc = registry.replace(/[.]/g, "\\.");
+  const cacheRefs = new Set<string>();
+  const checkCache = (target: string, kind: string, name: string) => {
+    const t = bake.target[target];
+    const ref = cacheRef(bake, target);
+    assert.match(ref, new RegExp(`^${esc}/strata/cache:([a-z0-9._-]*-)?${kind}-${name}$`), `${target} cache ref`);
+    assert.ok(!cacheRefs.has(ref), `${target} shares its cache ref ${ref} with another target`);
+    cacheRefs.add(ref);
+    assert.equal(t["cache-to"].length, 1, `${target} cache-to`);
+    for (const part of [`ref=${ref}`, "type=registry", "mode=max", "image-manifest=true", "oci-mediatypes=true"])
+      assert.ok(t["cache-to"][0].split(",").includes(part), `${target} cache-to lacks ${part}: ${t["cache-to"][0]}`);
+    assert.deepEqual(t.output, ["type=registry"], `${target} output`);
+  };
+  for (const b of bases) {
+    const t = bake.target[`base-${b}`];
+    assert.ok(t, `bake file has no target base-${b}`);
+    assert.equal(t.tags.length, 1, `base-${b} tags`);
+    assert.match(t.tags[0], new RegExp(`^${esc}/strata/bases:${b}-[0-9a-f]{12}$`), `base-${b} tag`);
+    assert.equal(t.target, "base");
+    checkCache(`base-${b}`, "base", b);
+  }
+  for (const r of runtimes) {
+    const t = bake.target[`runtime-${r}`];
+    assert.ok(t, `bake file has no target runtime-${r}`);
+    assert.ok(t.tags.length >= 1 && t.tags.every((x) => x.startsWith(`${registry}/strata/runtimes:${r}-`)), `runtime-${r} tags: ${t.tags}`);
+    assert.ok(t.args.BASE_IMAGE?.startsWith(`${registry}/strata/bases:`), `runtime-${r} BASE_IMAGE: ${t.args.BASE_IMAGE}`);
+    checkCache(`runtime-${r}`, "runtime", r);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Build output (--progress=plain): which steps ran and which came from cache.
+
+interface Step {
+  id: number;
+  name: string;
+  cached: boolean;
+  done: boolean;
+}
+
+function parseSteps(out: string): Step[] {
+  const steps = new Map<number, Step>();
+  for (const line of out.split("\n")) {
+    const m = /^#(\d+) (.*)$/.exec(line.trimEnd());
+    if (!m) continue;
+    const id = Number(m[1]);
+    let s = steps.get(id);
+    if (!s) steps.set(id, (s = { id, name: m[2], cached: false, done: false }));
+    if (m[2] === "CACHED") s.cached = true;
+    if (m[2].startsWith("DONE")) s.done = true;
+  }
+  return [...steps.values()];
+}
+
+/** RUN steps of one bake target, e.g. `[base-alpha builder 4/4] RUN ...`. */
+function runSteps(steps: Step[], target: string): Step[] {
+  return steps.filter((s) => s.name.startsWith(`[${target} `) && / RUN /.test(s.name));
+}
+
+// ------------------------------------------------------------------------------------------
+// Registry HTTP API.
+
+const MANIFEST_ACCEPT = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+interface Manifest {
+  mediaType?: string;
+  config: { digest: string; mediaType: string };
+  layers: { digest: string; mediaType: string }[];
+}
+
+async function tagsList(registry: string, repo: string): Promise<string[]> {
+  const r = await fetch(`http://${registry}/v2/${repo}/tags/list`);
+  assert.equal(r.status, 200, `GET /v2/${repo}/tags/list: HTTP ${r.status} ${await r.clone().text()}`);
+  return ((await r.json()) as { tags: string[] | null }).tags ?? [];
+}
+
+async function getManifest(registry: string, repo: string, ref: string): Promise<{ digest: string; manifest: Manifest }> {
+  const r = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_ACCEPT } });
+  const body = await r.text();
+  assert.equal(r.status, 200, `GET /v2/${repo}/manifests/${ref}: HTTP ${r.status} ${body}`);
+  const manifest = JSON.parse(body) as Manifest;
+  assert.ok(Array.isArray(manifest.layers), `${repo}:${ref} is not a single-platform image manifest: ${body.slice(0, 300)}`);
+  return { digest: r.headers.get("docker-content-digest") ?? "", manifest };
+}
+
+async function getBlob(registry: string, repo: string, digest: string): Promise<Buffer> {
+  const r = await fetch(`http://${registry}/v2/${repo}/blobs/${digest}`);
+  assert.equal(r.status, 200, `GET blob ${repo}@${digest}: HTTP ${r.status}`);
+  return Buffer.from(await r.arrayBuffer());
+}
+
+/** Names of the entries in a (gzipped) tar layer. */
+function tarNames(layer: Buffer): string[] {
+  const tar = layer[0] === 0x1f && layer[1] === 0x8b ? gunzipSync(layer) : layer;
+  const names: string[] = [];
+  let paxPath: string | undefined;
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const h = tar.subarray(off, off + 512);
+    if (h.every((b) => b === 0)) break;
+    const str = (a: number, b: number) => h.subarray(a, b).toString("utf8").replace(/\0.*$/s, "");
+    const size = parseInt(str(124, 136).trim() || "0", 8);
+    const type = String.fromCharCode(h[156]);
+    const body = tar.subarray(off + 512, off + 512 + size);
+    if (type === "x") {
+      paxPath = /\d+ path=([^\n]*)\n/.exec(body.toString("utf8"))?.[1];
+    } else if (type !== "g") {
+      const prefix = str(345, 500);
+      names.push((paxPath ?? (prefix ? `${prefix}/${str(0, 100)}` : str(0, 100))).replace(/^\.?\//, ""));
+      paxPath = undefined;
+    }
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return names;
+}
+
+// ------------------------------------------------------------------------------------------
+
+const avail = engineAvailable();
+
+test("strata bases and runtimes on a real Docker engine: push, pin by digest, registry cache, reproducible digests", { timeout: 300_000 }, async (t) => {
+  if (!avail.ok) {
+    t.skip(avail.why);
+    return;
+  }
+  const engine: Engine = await startEngine();
+  t.after(() => engine.stop());
+  const work = await mkdtemp(join(tmpdir(), "strata-engine-test-"));
+  t.after(() => (process.env.STRATA_ENGINE_KEEP === "1" ? t.diagnostic(`kept ${work}`) : rm(work, { recursive: true, force: true })));
+  const reg = engine.registry;
+  t.diagnostic(`engine up in ${engine.startMs} ms: ${JSON.stringify(engine.versions)}; registry ${reg}`);
+
+  const bake = async (file: string, group: string, meta: string) => {
+    const t0 = Date.now();
+    const r = await engine.docker(["buildx", "bake", "-f", file, group, "--metadata-file", meta, "--progress=plain"], {
+      cwd: REPO_ROOT,
+      env: { SOURCE_DATE_EPOCH },
+      timeoutMs: 240_000,
+    });
+    const ms = Date.now() - t0;
+    // BuildKit writes progress to stderr
+    const out = r.stderr + r.stdout;
+    await writeFile(meta.replace(/\.json$/, ".log"), out);
+    assert.equal(r.code, 0, `docker buildx bake -f ${file} ${group} failed (exit ${r.code}):\n${out.slice(-6000)}\n${engine.logs(20)}`);
+    return { out, ms, steps: parseSteps(out), meta: readMetadata(meta) };
+  };
+  const timings: Record<string, number> = { engineStart: engine.startMs };
+
+  // ---- bake files from the matrix
+  const bake1 = join(work, "bake.json");
+  const plan1 = await writeBakeFile(reg, MATRIX, bake1);
+  checkBakeShape(plan1, reg, ["alpha", "beta"], ["app-alpha", "app-beta"]);
+  const baseTag = (b: BakeFile, name: string) => b.target[`base-${name}`].tags[0];
+
+  // ---- (a) cold build of the bases, pushed to the registry with their cache
+  const cold = await bake(bake1, "bases", join(work, "meta-bases-1.json"));
+  timings.coldBases = cold.ms;
+  const baseDigest1: Record<string, string> = {};
+  const baseManifest: Record<string, Manifest> = {};
+  await t.test("(a) bases are built and pushed with their registry cache", async () => {
+    const tags = await tagsList(reg, "strata/bases");
+    for (const name of ["alpha", "beta"]) {
+      const ref = baseTag(plan1, name);
+      const tag = ref.split(":").pop()!;
+      assert.ok(tags.includes(tag), `registry strata/bases has no tag ${tag}: ${tags}`);
+      const { digest, manifest } = await getManifest(reg, "strata/bases", tag);
+      baseDigest1[name] = digestOf(cold.meta, `base-${name}`);
+      assert.equal(digest, baseDigest1[name], `registry digest of ${tag} differs from bake metadata`);
+      baseManifest[name] = manifest;
+      // The builder RUN really ran on the cold build.
+      const runs = runSteps(cold.steps, `base-${name}`);
+      assert.ok(runs.length >= 1, `no RUN step of base-${name} in the build output`);
+      assert.ok(runs.every((s) => s.done && !s.cached), `cold build of base-${name} took RUN steps from cache: ${JSON.stringify(runs)}`);
+      // Slim base: the builder's artefacts are there, its intermediate objects are not.
+      const files = new Set<string>();
+      for (const l of manifest.layers) for (const n of tarNames(await getBlob(reg, "strata/bases", l.digest))) files.add(n);
+      for (const f of ["opt/strata/greeting", "opt/strata/greeting.sum", "bin/busybox"]) assert.ok(files.has(f), `base ${name} lacks /${f}`);
+      assert.ok(![...files].some((f) => f.startsWith("work/")), `base ${name} contains builder files: ${[...files].filter((f) => f.startsWith("work/"))}`);
+      const config = JSON.parse((await getBlob(reg, "strata/bases", manifest.config.digest)).toString("utf8")) as {
+        created?: string;
+        config?: { Env?: string[] };
+      };
+      assert.ok(config.config?.Env?.includes(`STRATA_GREETING=hello-${name}`), `base ${name} Env: ${config.config?.Env}`);
+      assert.equal(config.created, "1970-01-01T00:00:00Z", `base ${name} config.created (SOURCE_DATE_EPOCH not applied?)`);
+    }
+    const cacheTags = await tagsList(reg, "strata/cache");
+    for (const c of ["base-alpha", "base-beta"].map((x) => cacheRef(plan1, x).split(":").pop()!))
+      assert.ok(cacheTags.includes(c), `registry cache strata/cache has no tag ${c}: ${cacheTags}`);
+  });
+
+  // ---- (b) runtimes FROM their base pinned by digest
+  const bake2 = join(work, "bake-pinned.json");
+  const plan2 = await writeBakeFile(reg, MATRIX, bake2, join(work, "meta-bases-1.json"));
+  checkBakeShape(plan2, reg, ["alpha", "beta"], ["app-alpha", "app-beta"]);
+  const rt1 = await bake(bake2, "runtimes", join(work, "meta-runtimes-1.json"));
+  timings.coldRuntimes = rt1.ms;
+  const rtDigest1: Record<string, string> = {};
+  await t.test("(b) runtimes are built FROM their base by digest and pushed", async () => {
+    const tags = await tagsList(reg, "strata/runtimes");
+    for (const [rt, base] of [["app-alpha", "alpha"], ["app-beta", "beta"]] as const) {
+      const pinned = plan2.target[`runtime-${rt}`].args.BASE_IMAGE;
+      assert.equal(pinned, `${baseTag(plan1, base)}@${baseDigest1[base]}`, `runtime-${rt} BASE_IMAGE is not pinned to the pushed base digest`);
+      assert.ok(rt1.out.includes(`FROM ${pinned}`), `build output of runtime-${rt} has no 'FROM ${pinned}' step`);
+      const runs = runSteps(rt1.steps, `runtime-${rt}`);
+      assert.ok(runs.length >= 1 && runs.every((s) => s.done && !s.cached), `runtime-${rt} RUN steps on the cold build: ${JSON.stringify(runs)}`);
+      rtDigest1[rt] = digestOf(rt1.meta, `runtime-${rt}`);
+      for (const ref of plan2.target[`runtime-${rt}`].tags) {
+        const tag = ref.split(":").pop()!;
+        assert.ok(tags.includes(tag), `registry strata/runtimes has no tag ${tag}: ${tags}`);
+        const { digest, manifest } = await getManifest(reg, "strata/runtimes", tag);
+        assert.equal(digest, rtDigest1[rt], `registry digest of runtimes:${tag} differs from bake metadata`);
+        // Built FROM the base: the base's layers, in order, are the runtime's first layers.
+        const baseLayers = baseManifest[base].layers.map((l) => l.digest);
+        assert.deepEqual(manifest.layers.slice(0, baseLayers.length).map((l) => l.digest), baseLayers, `runtime ${rt} does not start with base ${base}'s layers`);
+        assert.ok(manifest.layers.length > baseLayers.length, `runtime ${rt} adds no layer`);
+        const files = new Set<string>();
+        for (const l of manifest.layers.slice(baseLayers.length)) for (const n of tarNames(await getBlob(reg, "strata/runtimes", l.digest))) files.add(n);
+        for (const f of ["app/run.sh", "app/selftest.txt"]) assert.ok(files.has(f), `runtime ${rt} lacks /${f}`);
+      }
+    }
+    const cacheTags = await tagsList(reg, "strata/cache");
+    for (const c of ["runtime-app-alpha", "runtime-app-beta"].map((x) => cacheRef(plan2, x).split(":").pop()!))
+      assert.ok(cacheTags.includes(c), `registry cache strata/cache has no tag ${c}: ${cacheTags}`);
+  });
+
+  // ---- (c) + (d) wipe everything local; rebuild from the registry cache, same digests
+  await engine.wipeLocal();
+  let warmBaseMeta: BakeMetadata = {};
+  let warmRuntimeMeta: BakeMetadata = {};
+  await t.test("(c) after wiping local images and build cache, the rebuild takes its steps from the registry cache", async () => {
+    const images = (await engine.docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])).stdout.trim().split("\n");
+    assert.deepEqual(images, [engine.tinyImage], "local images after wipeLocal()");
+    const du = await engine.docker(["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert.match(du.stdout, /^Build Cache 0$/m, `build cache after wipeLocal(): ${du.stdout}`);
+
+    const warmBases = await bake(bake1, "bases", join(work, "meta-bases-2.json"));
+    const warmRuntimes = await bake(bake2, "runtimes", join(work, "meta-runtimes-2.json"));
+    warmBaseMeta = warmBases.meta;
+    warmRuntimeMeta = warmRuntimes.meta;
+    timings.cachedBases = warmBases.ms;
+    timings.cachedRuntimes = warmRuntimes.ms;
+    for (const [b, target] of [[warmBases, "base-alpha"], [warmBases, "base-beta"], [warmRuntimes, "runtime-app-alpha"], [warmRuntimes, "runtime-app-beta"]] as const) {
+      const runs = runSteps(b.steps, target);
+      assert.ok(runs.length >= 1, `no RUN step of ${target} in the rebuild output:\n${b.out.slice(-3000)}`);
+      assert.ok(runs.every((s) => s.cached), `${target}: RUN steps not CACHED after wipe: ${JSON.stringify(runs.filter((s) => !s.cached))}`);
+      const ref = cacheRef(target.startsWith("base-") ? plan1 : plan2, target);
+      assert.ok(b.out.includes(`importing cache manifest from ${ref}`), `${target} did not import its registry cache ${ref}`);
+    }
+  });
+
+  await t.test("(d) identical rebuilds give identical digests", () => {
+    for (const b of ["alpha", "beta"]) assert.equal(digestOf(warmBaseMeta, `base-${b}`), baseDigest1[b], `base-${b} digest changed on an identical rebuild`);
+    for (const r of ["app-alpha", "app-beta"]) assert.equal(digestOf(warmRuntimeMeta, `runtime-${r}`), rtDigest1[r], `runtime-${r} digest changed on an identical rebuild`);
+  });
+
+  // ---- (e) a changed build arg on alpha: new alpha base + runtime, beta untouched
+  await t.test("(e) changing alpha's build arg rebuilds alpha and its runtime only", async () => {
+    const changedDir = join(work, "changed");
+    await mkdir(changedDir);
+    const doc = parseDocument(await readFile(MATRIX, "utf8"));
+    doc.setIn(["bases", 0, "args", "GREETING"], "hello-alpha-2");
+    assert.equal(doc.getIn(["bases", 0, "name"]), "alpha");
+    // Same fixture files, reached from the copy's directory.
+    for (const kind of ["bases", "runtimes"]) {
+      for (let i = 0; i < 2; i++) {
+        for (const key of ["context", "dockerfile"]) {
+          const v = doc.getIn([kind, i, key]) as string;
+          doc.setIn([kind, i, key], relative(changedDir, resolve(FIXTURE, v)));
+        }
+      }
+    }
+    const changedMatrix = join(changedDir, "strata.yaml");
+    await writeFile(changedMatrix, doc.toString());
+
+    const bake3 = join(work, "bake-changed.json");
+    const plan3 = await writeBakeFile(reg, changedMatrix, bake3);
+    checkBakeShape(plan3, reg, ["alpha", "beta"], ["app-alpha", "app-beta"]);
+    assert.notEqual(baseTag(plan3, "alpha"), baseTag(plan1, "alpha"), "alpha's tag must change with its build args");
+    assert.equal(baseTag(plan3, "beta"), baseTag(plan1, "beta"), "beta's tag must not change");
+
+    const b3 = await bake(bake3, "bases", join(work, "meta-bases-3.json"));
+    timings.changedBases = b3.ms;
+    const alphaRuns = runSteps(b3.steps, "base-alpha");
+    assert.ok(alphaRuns.length >= 1 && alphaRuns.every((s) => s.done && !s.cached), `base-alpha builder should have run: ${JSON.stringify(alphaRuns)}`);
+    const betaRuns = runSteps(b3.steps, "base-beta");
+    assert.ok(betaRuns.length >= 1 && betaRuns.every((s) => s.cached), `base-beta should be all cached: ${JSON.stringify(betaRuns)}`);
+    const alpha3 = digestOf(b3.meta, "base-alpha");
+    assert.notEqual(alpha3, baseDigest1.alpha, "alpha's digest must change");
+    assert.equal(digestOf(b3.meta, "base-beta"), baseDigest1.beta, "beta's digest must not change");
+    const baseTags = await tagsList(reg, "strata/bases");
+    for (const ref of [baseTag(plan1, "alpha"), baseTag(plan3, "alpha"), baseTag(plan1, "beta")])
+      assert.ok(baseTags.includes(ref.split(":").pop()!), `registry strata/bases lacks ${ref}: ${baseTags}`);
+
+    const bake4 = join(work, "bake-changed-pinned.json");
+    const plan4 = await writeBakeFile(reg, changedMatrix, bake4, join(work, "meta-bases-3.json"));
+    assert.equal(plan4.target["runtime-app-alpha"].args.BASE_IMAGE, `${baseTag(plan3, "alpha")}@${alpha3}`);
+    assert.equal(plan4.target["runtime-app-beta"].args.BASE_IMAGE, `${baseTag(plan1, "beta")}@${baseDigest1.beta}`);
+    const r4 = await bake(bake4, "runtimes", join(work, "meta-runtimes-3.json"));
+    timings.changedRuntimes = r4.ms;
+    const appAlphaRuns = runSteps(r4.steps, "runtime-app-alpha");
+    assert.ok(appAlphaRuns.length >= 1 && appAlphaRuns.every((s) => s.done && !s.cached), `runtime-app-alpha should have been rebuilt: ${JSON.stringify(appAlphaRuns)}`);
+    const appBetaRuns = runSteps(r4.steps, "runtime-app-beta");
+    assert.ok(appBetaRuns.length >= 1 && appBetaRuns.every((s) => s.cached), `runtime-app-beta should be all cached: ${JSON.stringify(appBetaRuns)}`);
+    assert.notEqual(digestOf(r4.meta, "runtime-app-alpha"), rtDigest1["app-alpha"], "runtime-app-alpha digest must change");
+    assert.equal(digestOf(r4.meta, "runtime-app-beta"), rtDigest1["app-beta"], "runtime-app-beta digest must not change");
+  });
+
+  const ratio = (timings.coldBases + timings.coldRuntimes) / Math.max(1, timings.cachedBases + timings.cachedRuntimes);
+  t.diagnostic(`timings ms: ${JSON.stringify(timings)}; cold/cached ratio ${ratio.toFixed(1)}`);
+});

@@ -1,0 +1,582 @@
+import { stringify } from "yaml";
+import { DEFAULT_LABELS, DEFAULT_POOL_NAME, labelSetKey, parseFleetConfig } from "../components/fleet/config.ts";
+import { SECRETS, VARIABLES } from "../components/github-trust.ts";
+import { SHARD_INFIX } from "../components/shard-stacks.ts";
+import type { BuildPlan } from "../matrix/plan.ts";
+
+/**
+ * `strata workflows`: GitHub Actions workflows generated from the build plan and the stack config. Pure: the same
+ * plan and options give the same bytes (keys sorted, no timestamps), so `--check` can compare.
+ */
+
+/** GitHub refuses a job matrix of more than 256 jobs. */
+export const MAX_MATRIX_JOBS = 256;
+
+/**
+ * Third-party actions, pinned to full version tags (a moving major tag such as `@v4` could change under a build).
+ * Bump deliberately; for stricter supply-chain pinning replace a tag with its commit SHA and keep the tag as a
+ * comment.
+ */
+export const ACTIONS = {
+  checkout: "actions/checkout@v4.2.2",
+  setupNode: "actions/setup-node@v4.4.0",
+  awsCredentials: "aws-actions/configure-aws-credentials@v4.2.1",
+  ecrLogin: "aws-actions/amazon-ecr-login@v2.0.1",
+  dockerLogin: "docker/login-action@v3.4.0",
+  setupBuildx: "docker/setup-buildx-action@v3.10.0",
+  pulumi: "pulumi/actions@v6.0.0",
+} as const;
+
+/** The generated files, relative to the repository root. */
+export const WORKFLOW_FILES = {
+  bases: ".github/workflows/strata-build-bases.yml",
+  runtimes: ".github/workflows/strata-build-runtimes.yml",
+  prCheck: ".github/workflows/strata-pr-check.yml",
+} as const;
+
+/** A runner pool of the fleet: its name and the labels its runners carry. */
+export interface RunnerPool {
+  name: string;
+  labels: readonly string[];
+}
+
+/** The fleet's default pool (components/fleet). */
+export const DEFAULT_POOLS: readonly RunnerPool[] = [{ name: DEFAULT_POOL_NAME, labels: DEFAULT_LABELS }];
+
+export interface WorkflowOptions {
+  /** The root stack: base shards are `<stack>-base-<name>` (see components/shards.ts). */
+  stack: string;
+  /** The matrix file as the strata CLI takes it, relative to the repository root. Default `strata.yaml`. */
+  matrix?: string;
+  /** `ecr` (OIDC roles) or `external` (user name variable and password secret). Default `ecr`. */
+  registryKind?: "ecr" | "local" | "external";
+  /** The branch builds run for. Default `main`. */
+  defaultBranch?: string;
+  /** Protected environment of the jobs that push bases (must match strata:github.baseEnvironment). Default none. */
+  baseEnvironment?: string;
+  /** Labels of the base-build jobs; some pool must carry all of them. Default the default pool's labels. */
+  runnerLabels?: readonly string[];
+  /** The fleet's pools (strata:fleet pools). Default the fleet's default pool. */
+  pools?: readonly RunnerPool[];
+  /** Largest job matrix per shard job, 1-256. Default 256. */
+  shardSize?: number;
+  /** Split matrices over several jobs of at most `shardSize` entries. Default true. */
+  sharding?: boolean;
+  /** Docker data directory size (GiB) above which the disk guard prunes and warns. Default 120. */
+  diskWarnGiB?: number;
+  /** Docker data directory size (GiB) above which the disk guard fails the job (after pruning). Default 160. */
+  diskMaxGiB?: number;
+  /** BuildKit garbage collection: storage the builder keeps (buildkitd `gckeepstorage`). Default `100GB`. */
+  buildkitKeepStorage?: string;
+  /** Minutes a base build may take (the fleet's maxRuntimeMinutes bounds it). Default 360. */
+  baseTimeoutMinutes?: number;
+  /** Node.js major version for the strata CLI. Default `22`. */
+  nodeVersion?: string;
+}
+
+/** A generator input problem: what is wrong and what to do. */
+export class WorkflowError extends Error {}
+
+/**
+ * How many jobs a matrix of `count` entries needs at `shardSize` entries each. Without sharding, or with a shard
+ * size GitHub would refuse, a matrix over 256 entries is an error.
+ */
+export function shardCount(count: number, what: string, opts: Pick<WorkflowOptions, "shardSize" | "sharding"> = {}): number {
+  const size = opts.shardSize ?? MAX_MATRIX_JOBS;
+  if (!Number.isInteger(size) || size < 1 || size > MAX_MATRIX_JOBS) {
+    throw new WorkflowError(`shard size ${size} is not allowed: GitHub runs at most ${MAX_MATRIX_JOBS} jobs per matrix; use a shard size from 1 to ${MAX_MATRIX_JOBS}`);
+  }
+  if (opts.sharding === false) {
+    if (count > MAX_MATRIX_JOBS) {
+      throw new WorkflowError(
+        `the matrix has ${count} ${what}, but one job matrix holds at most ${MAX_MATRIX_JOBS} jobs (GitHub's limit) and sharding is off: turn sharding on (drop --no-shard) so they are split over ${Math.ceil(count / MAX_MATRIX_JOBS)} jobs`,
+      );
+    }
+    return 1;
+  }
+  return Math.max(1, Math.ceil(count / size));
+}
+
+/** Splits names into `shards` slices of at most `size`, in order (what the workflows' jq slices do). */
+export function shardSlices<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/** Throws unless some pool's runners carry every label in `labels` (GitHub matches labels case-insensitively). */
+export function checkRunnerLabels(labels: readonly string[], pools: readonly RunnerPool[]): RunnerPool {
+  if (labels.length === 0) throw new WorkflowError("runner labels are empty: base builds need the labels of a self-hosted GPU pool, e.g. " + JSON.stringify(DEFAULT_LABELS));
+  const want = labelSetKey(labels).split(",");
+  const pool = pools.find((p) => {
+    const have = new Set(labelSetKey(p.labels).split(","));
+    return want.every((l) => have.has(l));
+  });
+  if (!pool) {
+    const served = pools.map((p) => `${p.name} [${p.labels.join(", ")}]`).join("; ");
+    const missing = want.filter((l) => !pools.some((p) => p.labels.some((pl) => pl.toLowerCase() === l)));
+    throw new WorkflowError(
+      `no runner pool serves the labels [${labels.join(", ")}]${missing.length ? ` (no pool has ${missing.map((l) => `'${l}'`).join(", ")})` : ""}: jobs would queue forever. ` +
+        `Pools: ${served}. Use a subset of one pool's labels in strata:github.runnerLabels, or add a pool with them to strata:fleet.pools`,
+    );
+  }
+  return pool;
+}
+
+interface Resolved extends Required<Omit<WorkflowOptions, "baseEnvironment">> {
+  baseEnvironment?: string;
+}
+
+function resolve(opts: WorkflowOptions): Resolved {
+  const r: Resolved = {
+    matrix: "strata.yaml",
+    registryKind: "ecr",
+    defaultBranch: "main",
+    runnerLabels: DEFAULT_LABELS,
+    pools: DEFAULT_POOLS,
+    shardSize: MAX_MATRIX_JOBS,
+    sharding: true,
+    diskWarnGiB: 120,
+    diskMaxGiB: 160,
+    buildkitKeepStorage: "100GB",
+    baseTimeoutMinutes: 360,
+    nodeVersion: "22",
+    ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+  } as Resolved;
+  if (!/^[A-Za-z0-9_.-]{1,100}$/.test(r.stack)) throw new WorkflowError(`stack '${r.stack}' is not a Pulumi stack name (letters, digits, '-', '_', '.')`);
+  if (r.registryKind === "local") {
+    throw new WorkflowError(`stack '${r.stack}' pushes to a local registry, which GitHub-hosted and fleet runners cannot reach: generate workflows for a stack with strata:registry.kind ecr or external (--stack NAME)`);
+  }
+  if (!(r.diskWarnGiB > 0 && r.diskMaxGiB >= r.diskWarnGiB)) throw new WorkflowError(`disk guard thresholds: need 0 < warn (${r.diskWarnGiB} GiB) <= max (${r.diskMaxGiB} GiB)`);
+  if (!/^[^\s*?]+$/.test(r.defaultBranch)) throw new WorkflowError(`default branch '${r.defaultBranch}' must be one branch name, without wildcards`);
+  if (!/^\d+(\.\d+)?(GB|MB|%)$/.test(r.buildkitKeepStorage)) throw new WorkflowError(`buildkitKeepStorage '${r.buildkitKeepStorage}' must look like 100GB, 50000MB or 40%`);
+  checkRunnerLabels(r.runnerLabels, r.pools);
+  return r;
+}
+
+type Json = string | number | boolean | null | Json[] | { [k: string]: Json | undefined };
+
+/**
+ * Key order: these keys first, in this order (GitHub's conventional reading order), every other key sorted. Fixed
+ * either way, so the same object always gives the same bytes.
+ */
+export const KEY_ORDER = ["name", "id", "on", "needs", "if", "runs-on", "environment", "timeout-minutes", "permissions", "concurrency", "strategy", "outputs", "uses", "with", "env", "run", "jobs", "steps"];
+
+function compareKeys(a: string, b: string): number {
+  const ia = KEY_ORDER.indexOf(a);
+  const ib = KEY_ORDER.indexOf(b);
+  if (ia !== -1 || ib !== -1) return (ia === -1 ? KEY_ORDER.length : ia) - (ib === -1 ? KEY_ORDER.length : ib);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** YAML with ordered keys, block scalars for scripts and no line folding: the same object gives the same bytes. */
+export function toYaml(header: string, doc: Json): string {
+  const body = stringify(doc, {
+    sortMapEntries: (a, b) => compareKeys(String((a.key as { value?: unknown })?.value ?? a.key), String((b.key as { value?: unknown })?.value ?? b.key)),
+    lineWidth: 0,
+    minContentWidth: 0,
+    aliasDuplicateObjects: false,
+  });
+  return `${header}${body}`;
+}
+
+function header(opts: Resolved, what: string): string {
+  return [
+    `# ${what}`,
+    `# Generated by \`strata workflows --matrix ${opts.matrix} --stack ${opts.stack}\` from the build plan: do not edit by hand.`,
+    "# Regenerate after changing the matrix or strata:github; the pull-request check fails while this file is out of date.",
+    "",
+  ].join("\n");
+}
+
+const sh = (lines: string[]) => lines.join("\n") + "\n";
+
+function setupSteps(opts: Resolved, fetchDepth?: number, ref?: string): Json[] {
+  return [
+    { name: "Check out", uses: ACTIONS.checkout, with: { ...(fetchDepth !== undefined ? { "fetch-depth": fetchDepth } : {}), ...(ref ? { ref } : {}), "persist-credentials": false } },
+    { name: "Set up Node.js", uses: ACTIONS.setupNode, with: { "node-version": opts.nodeVersion, cache: "npm" } },
+    { name: "Install strata", run: "npm ci\n" },
+  ];
+}
+
+function awsSteps(opts: Resolved, roleVar: string, sessionSeconds?: number): Json[] {
+  if (opts.registryKind !== "ecr") return [];
+  return [
+    {
+      name: "AWS credentials (OIDC, no keys)",
+      uses: ACTIONS.awsCredentials,
+      with: {
+        "role-to-assume": `\${{ vars.${roleVar} }}`,
+        "aws-region": `\${{ vars.${VARIABLES.region} }}`,
+        "role-session-name": "strata-${{ github.run_id }}-${{ github.run_attempt }}",
+        ...(sessionSeconds ? { "role-duration-seconds": sessionSeconds } : {}),
+      },
+    },
+  ];
+}
+
+function registryLogin(opts: Resolved): Json[] {
+  return opts.registryKind === "ecr"
+    ? [{ name: "Log in to ECR", uses: ACTIONS.ecrLogin }]
+    : [{ name: "Log in to the registry", uses: ACTIONS.dockerLogin, with: { registry: `\${{ vars.${VARIABLES.registry} }}`, username: `\${{ vars.${VARIABLES.registryUsername} }}`, password: `\${{ secrets.${SECRETS.registryPassword} }}` } }];
+}
+
+/** Finds the commit of this workflow's last successful run (or the push's `before`) and writes `since=`. */
+function sinceStep(workflowFile: string): Json {
+  return {
+    id: "since",
+    name: "Commit of the last successful build",
+    env: { GH_TOKEN: "${{ github.token }}", INPUT_SINCE: "${{ inputs.since }}", BEFORE: "${{ github.event.before }}", BRANCH: "${{ github.event.repository.default_branch }}" },
+    run: sh([
+      "set -euo pipefail",
+      'since="${INPUT_SINCE:-}"',
+      'if [ -z "$since" ]; then',
+      `  since="$(gh run list --workflow ${workflowFile} --branch "$BRANCH" --status success --limit 1 --json headSha --jq '.[0].headSha // empty' || true)"`,
+      "fi",
+      'if [ -z "$since" ]; then since="${BEFORE:-}"; fi',
+      'if [ "$since" = 0000000000000000000000000000000000000000 ]; then since=""; fi',
+      'if [ -n "$since" ] && [ "$since" != all ] && ! git cat-file -e "${since}^{commit}" 2>/dev/null; then',
+      '  echo "::warning::commit $since is not in the history (force push?): building everything"',
+      '  since=""',
+      "fi",
+      'echo "since=${since:-all}" >> "$GITHUB_OUTPUT"',
+    ]),
+  };
+}
+
+/**
+ * Writes the selected names (sorted JSON array in `$file`) as outputs `<prefix>_1..n`, jq slices of `size`, and
+ * `count`/`any`; fails when the matrix outgrew the generated shard jobs.
+ */
+function shardOutputs(file: string, prefix: string, shards: number, size: number, what: string): string[] {
+  return [
+    `total="$(jq length ${file})"`,
+    `if [ "$total" -gt ${shards * size} ]; then`,
+    `  echo "::error::$total ${what} to build, but this workflow has ${shards} job(s) of at most ${size}: regenerate it (npx strata workflows)"`,
+    "  exit 1",
+    "fi",
+    '{',
+    '  echo "count=$total"',
+    '  if [ "$total" -gt 0 ]; then echo "any=true"; else echo "any=false"; fi',
+    ...Array.from({ length: shards }, (_, i) => `  echo "${prefix}_${i + 1}=$(jq -c '.[${i * size}:${(i + 1) * size}]' ${file})"`),
+    '} >> "$GITHUB_OUTPUT"',
+  ];
+}
+
+function diskGuard(opts: Resolved, mode: "enforce" | "report"): Json {
+  return {
+    name: mode === "enforce" ? "Disk guard (Docker data directory)" : "Disk usage after the build",
+    ...(mode === "report" ? { if: "always()" } : {}),
+    env: { WARN_GIB: String(opts.diskWarnGiB), MAX_GIB: String(opts.diskMaxGiB), KEEP_STORAGE: opts.buildkitKeepStorage, MODE: mode },
+    run: sh([
+      "set -euo pipefail",
+      "root=\"$(docker info --format '{{.DockerRootDir}}')\"",
+      "measure() {",
+      '  used_kib="$(sudo -n du -sk "$root" 2>/dev/null | cut -f1 || true)"',
+      '  [ -n "$used_kib" ] || used_kib="$(du -sk "$root" 2>/dev/null | cut -f1 || echo 0)"',
+      "  free_kib=\"$(df -Pk \"$root\" | awk 'NR==2 {print $4}')\"",
+      "  used_gib=$((used_kib / 1048576)); free_gib=$((free_kib / 1048576))",
+      '  echo "Docker data directory $root: ${used_gib} GiB used, ${free_gib} GiB free"',
+      "}",
+      "docker system df || true",
+      "measure",
+      'if [ "$used_gib" -ge "$WARN_GIB" ]; then',
+      '  echo "::warning title=strata disk guard::Docker data directory uses ${used_gib} GiB (warning at ${WARN_GIB} GiB): pruning build cache down to ${KEEP_STORAGE}"',
+      '  docker buildx prune --force --keep-storage "$KEEP_STORAGE" || true',
+      "  docker image prune --force || true",
+      "  measure",
+      "fi",
+      'if [ "$MODE" = enforce ] && [ "$used_gib" -ge "$MAX_GIB" ]; then',
+      '  echo "::error title=strata disk guard::Docker data directory $root still uses ${used_gib} GiB after pruning (limit ${MAX_GIB} GiB): a base build could fill the disk; give the pool a larger rootVolumeGiB (strata:fleet) or prune the runner"',
+      "  exit 1",
+      "fi",
+      'echo "Docker data directory: ${used_gib} GiB used, ${free_gib} GiB free (${MODE})" >> "$GITHUB_STEP_SUMMARY"',
+    ]),
+  };
+}
+
+const PULUMI_ENV = {
+  PULUMI_ACCESS_TOKEN: "${{ secrets.PULUMI_ACCESS_TOKEN }}",
+  PULUMI_BACKEND_URL: "${{ vars.PULUMI_BACKEND_URL }}",
+  PULUMI_CONFIG_PASSPHRASE: "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}",
+};
+
+function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
+  const shards = shardCount(plan.bases.length, "bases", o);
+  const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
+  const environment = o.baseEnvironment ? { environment: o.baseEnvironment } : {};
+  const buildJobs: Record<string, Json> = {};
+  for (let i = 1; i <= shards; i++) {
+    buildJobs[`build-${i}`] = {
+      name: "Base ${{ matrix.base }}",
+      needs: "select",
+      if: `needs.select.outputs.bases_${i} != '[]'`,
+      "runs-on": [...o.runnerLabels],
+      ...environment,
+      "timeout-minutes": o.baseTimeoutMinutes,
+      permissions: { contents: "read", "id-token": "write" },
+      // One build of a base at a time (its shard stack's lock would refuse a second update anyway).
+      concurrency: { group: `strata-base-${o.stack}-\${{ matrix.base }}`, "cancel-in-progress": false },
+      strategy: { "fail-fast": false, matrix: { base: `\${{ fromJSON(needs.select.outputs.bases_${i}) }}` } },
+      env: { STRATA_BASE: "${{ matrix.base }}", ...PULUMI_ENV },
+      steps: [
+        ...setupSteps(o),
+        diskGuard(o, "enforce"),
+        {
+          name: "BuildKit builder with garbage collection",
+          uses: ACTIONS.setupBuildx,
+          with: { "buildkitd-config-inline": sh(["[worker.oci]", "  gc = true", `  gckeepstorage = "${o.buildkitKeepStorage}"`]) },
+        },
+        ...awsSteps(o, VARIABLES.pushBases, Math.min(43200, Math.max(3600, o.baseTimeoutMinutes * 60))),
+        { name: "Install Pulumi", uses: ACTIONS.pulumi },
+        {
+          name: "pulumi up (shard stack of this base)",
+          run: sh([
+            "set -euo pipefail",
+            `shard="\${STRATA_STACK}${SHARD_INFIX}\${STRATA_BASE}"`,
+            'pulumi stack select --create "$shard" --non-interactive',
+            "# The shard gets the root's config (registry, release, providers, secrets) and builds only its base.",
+            'pulumi config cp --stack "$STRATA_STACK" --dest "$shard"',
+            'pulumi config rm --stack "$shard" strata:bases >/dev/null 2>&1 || true',
+            "pulumi config set --stack \"$shard\" --path 'strata:bases[0]' \"$STRATA_BASE\"",
+            'pulumi config set --stack "$shard" strata:runtimes false',
+            'pulumi config set --stack "$shard" strata:shardOf "$STRATA_STACK"',
+            'pulumi up --stack "$shard" --yes --skip-preview --non-interactive',
+            "ref=\"$(pulumi stack output --stack \"$shard\" baseRefs --json | jq -r --arg b \"$STRATA_BASE\" '.[$b]')\"",
+            'echo "Base \\`$STRATA_BASE\\` → \\`$ref\\` (stack $shard)" >> "$GITHUB_STEP_SUMMARY"',
+          ]),
+        },
+        diskGuard(o, "report"),
+      ],
+    };
+  }
+  const doc: Json = {
+    name: "strata build bases",
+    on: {
+      push: { branches: [o.defaultBranch] },
+      workflow_dispatch: {
+        inputs: { since: { description: "Commit to compare against (default: the last successful run); 'all' builds every base", required: false, type: "string", default: "" } },
+      },
+    },
+    permissions: {},
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
+    jobs: {
+      select: {
+        name: "Bases whose identity changed",
+        "runs-on": "ubuntu-latest",
+        permissions: { contents: "read", actions: "read" },
+        outputs: Object.fromEntries([
+          ["any", "${{ steps.select.outputs.any }}"],
+          ["count", "${{ steps.select.outputs.count }}"],
+          ...Array.from({ length: shards }, (_, i) => [`bases_${i + 1}`, `\${{ steps.select.outputs.bases_${i + 1} }}`]),
+        ]),
+        steps: [
+          ...setupSteps(o, 0),
+          sinceStep("strata-build-bases.yml"),
+          {
+            id: "select",
+            name: "strata impact: bases to build",
+            env: { SINCE: "${{ steps.since.outputs.since }}" },
+            run: sh([
+              "set -euo pipefail",
+              'if [ "$SINCE" = all ]; then',
+              "  npx strata check --matrix \"$STRATA_MATRIX\" --json | jq -c '[.bases[].name] | sort' > bases.json",
+              "else",
+              '  npx strata impact --json --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
+              "  jq -c '.rebuild.bases | sort' impact.json > bases.json",
+              "fi",
+              ...shardOutputs("bases.json", "bases", shards, size, "bases"),
+              "{",
+              '  echo "### Bases to build since ${SINCE}: $total"',
+              "  jq -r '.[] | \"- `\\(.)`\"' bases.json",
+              '} >> "$GITHUB_STEP_SUMMARY"',
+            ]),
+          },
+        ],
+      },
+      ...buildJobs,
+      publish: {
+        name: `Publish base refs (${VARIABLES.baseRefs})`,
+        needs: ["select", ...Object.keys(buildJobs)],
+        if: "${{ !failure() && !cancelled() && needs.select.outputs.any == 'true' }}",
+        "runs-on": "ubuntu-latest",
+        ...environment,
+        permissions: { contents: "read", "id-token": "write" },
+        concurrency: { group: `strata-publish-${o.stack}`, "cancel-in-progress": false },
+        env: { ...PULUMI_ENV, GITHUB_TOKEN: "${{ secrets.STRATA_GITHUB_TOKEN }}" },
+        steps: [
+          ...setupSteps(o),
+          ...awsSteps(o, VARIABLES.pushBases),
+          { name: "Install Pulumi", uses: ACTIONS.pulumi },
+          {
+            name: `Update ${VARIABLES.baseRefs} from the shard stacks`,
+            run: sh([
+              "set -euo pipefail",
+              "# A targeted update of the root stack: re-read the shards' baseRefs and rewrite the variable, nothing else.",
+              'pulumi up --stack "$STRATA_STACK" --yes --skip-preview --non-interactive \\',
+              "  --target '**pulumi:pulumi:StackReference::shard-*' \\",
+              `  --target '**${VARIABLES.baseRefs}'`,
+            ]),
+          },
+        ],
+      },
+    },
+  };
+  return toYaml(header(o, "Builds the CUDA/PyTorch bases whose identity changed, one job per base on the GPU runner fleet."), doc);
+}
+
+function runtimesWorkflow(plan: Pick<BuildPlan, "runtimes">, o: Resolved): string {
+  const shards = shardCount(plan.runtimes.length, "runtimes", o);
+  const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
+  const jobs: Record<string, Json> = {};
+  for (let i = 1; i <= shards; i++) {
+    jobs[`build-${i}`] = {
+      name: "Runtime ${{ matrix.runtime }}",
+      needs: "select",
+      if: `needs.select.outputs.runtimes_${i} != '[]'`,
+      "runs-on": "ubuntu-latest",
+      "timeout-minutes": 120,
+      permissions: { contents: "read", "id-token": "write" },
+      strategy: { "fail-fast": false, matrix: { runtime: `\${{ fromJSON(needs.select.outputs.runtimes_${i}) }}` } },
+      env: { STRATA_RUNTIME: "${{ matrix.runtime }}", VERSION: "${{ needs.select.outputs.version }}", BASE_REFS: `\${{ vars.${VARIABLES.baseRefs} }}`, REGISTRY: `\${{ vars.${VARIABLES.registry} }}` },
+      steps: [
+        ...setupSteps(o, undefined, "${{ needs.select.outputs.sha }}"),
+        { name: "Free disk space for CUDA layers", run: "sudo rm -rf /usr/share/dotnet /usr/local/lib/android /opt/ghc /opt/hostedtoolcache/CodeQL\ndf -h /\n" },
+        ...awsSteps(o, VARIABLES.pushRuntimes),
+        ...registryLogin(o),
+        { name: "Set up Docker Buildx", uses: ACTIONS.setupBuildx },
+        {
+          name: "Build FROM the published base",
+          run: sh([
+            "set -euo pipefail",
+            "npx strata check --matrix \"$STRATA_MATRIX\" --json > plan.json",
+            "base=\"$(jq -r --arg r \"$STRATA_RUNTIME\" '.runtimes[] | select(.name == $r) | .base' plan.json)\"",
+            "tag=\"$(jq -r --arg b \"$base\" '.bases[] | select(.name == $b) | .tag' plan.json)\"",
+            "ref=\"$(printf '%s' \"${BASE_REFS:-}\" | jq -r --arg b \"$base\" '.[$b] // empty')\"",
+            'case "$ref" in',
+            '  *":${tag}@sha256:"*) ;;',
+            `  *) echo "::error::base '$base' of runtime '$STRATA_RUNTIME': ${VARIABLES.baseRefs} has '\${ref:-nothing}', the matrix wants tag '$tag'; the base build (strata-build-bases) has not published it yet"; exit 1 ;;`,
+            "esac",
+            "# Pin the base by the digest the base build published (bake metadata format), then build this runtime only.",
+            "jq -n --arg t \"base-$base\" --arg d \"${ref##*@}\" '{($t): {\"containerimage.digest\": $d}}' > pins.json",
+            'npx strata bake --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --registry "$REGISTRY" --version "$VERSION" --pin pins.json --out bake.json',
+            'docker buildx bake -f bake.json "runtime-$STRATA_RUNTIME"',
+            'echo "Runtime \\`$STRATA_RUNTIME\\` ($VERSION) FROM \\`$ref\\`" >> "$GITHUB_STEP_SUMMARY"',
+          ]),
+        },
+      ],
+    };
+  }
+  const doc: Json = {
+    name: "strata build runtimes",
+    on: {
+      push: { tags: ["v*"] },
+      workflow_run: { workflows: ["strata build bases"], types: ["completed"], branches: [o.defaultBranch] },
+      workflow_dispatch: { inputs: { since: { description: "Commit to compare against (default: the last successful run); 'all' builds every runtime", required: false, type: "string", default: "" } } },
+    },
+    permissions: {},
+    concurrency: { group: "strata-runtimes-${{ github.ref }}", "cancel-in-progress": false },
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
+    jobs: {
+      select: {
+        name: "Runtimes to build",
+        if: "${{ github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success' }}",
+        "runs-on": "ubuntu-latest",
+        permissions: { contents: "read", actions: "read" },
+        outputs: Object.fromEntries([
+          ["sha", "${{ steps.select.outputs.sha }}"],
+          ["version", "${{ steps.select.outputs.version }}"],
+          ["count", "${{ steps.select.outputs.count }}"],
+          ...Array.from({ length: shards }, (_, i) => [`runtimes_${i + 1}`, `\${{ steps.select.outputs.runtimes_${i + 1} }}`]),
+        ]),
+        steps: [
+          ...setupSteps(o, 0, "${{ github.event.workflow_run.head_sha || github.sha }}"),
+          sinceStep("strata-build-runtimes.yml"),
+          {
+            id: "select",
+            name: "Release tags build every runtime; the default branch builds what changed",
+            env: { SINCE: "${{ steps.since.outputs.since }}", EVENT: "${{ github.event_name }}", REF_TYPE: "${{ github.ref_type }}", REF_NAME: "${{ github.ref_name }}" },
+            run: sh([
+              "set -euo pipefail",
+              `if [ "$REF_TYPE" = tag ]; then version="$REF_NAME"; else version="${o.defaultBranch}"; fi`,
+              'if [ "$REF_TYPE" = tag ] || [ "$SINCE" = all ]; then',
+              "  npx strata check --matrix \"$STRATA_MATRIX\" --json | jq -c '[.runtimes[].name] | sort' > runtimes.json",
+              "else",
+              '  npx strata impact --json --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
+              "  jq -c '.rebuild.runtimes | sort' impact.json > runtimes.json",
+              "fi",
+              ...shardOutputs("runtimes.json", "runtimes", shards, size, "runtimes"),
+              '{ echo "sha=$(git rev-parse HEAD)"; echo "version=$version"; } >> "$GITHUB_OUTPUT"',
+              'echo "### Runtimes to build ($version): $total" >> "$GITHUB_STEP_SUMMARY"',
+            ]),
+          },
+        ],
+      },
+      ...jobs,
+    },
+  };
+  return toYaml(header(o, `Builds runtime images FROM the published bases (${VARIABLES.baseRefs}) on hosted runners, ${shards} job matrix(es) of at most ${size}.`), doc);
+}
+
+function prCheckWorkflow(o: Resolved): string {
+  const doc: Json = {
+    name: "strata pull-request check",
+    on: { pull_request: { branches: [o.defaultBranch] } },
+    permissions: { contents: "read" },
+    concurrency: { group: "strata-pr-${{ github.event.pull_request.number }}", "cancel-in-progress": true },
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
+    jobs: {
+      check: {
+        name: "Matrix, workflows and impact",
+        "runs-on": "ubuntu-latest",
+        permissions: { contents: "read" },
+        steps: [
+          ...setupSteps(o, 0),
+          { name: "strata check", run: 'npx strata check --matrix "$STRATA_MATRIX"\n' },
+          { name: "Generated workflows are up to date", run: 'npx strata workflows --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --check\n' },
+          {
+            name: "strata impact: what this pull request rebuilds",
+            env: { BASE_SHA: "${{ github.event.pull_request.base.sha }}" },
+            run: sh([
+              "set -euo pipefail",
+              'npx strata impact --json --matrix "$STRATA_MATRIX" --base "$BASE_SHA" > impact.json',
+              "{",
+              "  echo '## strata: what this pull request rebuilds'",
+              "  jq -r '\"**\\(.rebuild.bases | length) base(s)** and **\\(.rebuild.runtimes | length) runtime(s)**\"' impact.json",
+              "  echo",
+              "  echo '| base | change | old tag | new tag | why |'",
+              "  echo '| --- | --- | --- | --- | --- |'",
+              "  jq -r '.bases[] | select(.change != \"unchanged\") | \"| `\\(.name)` | \\(.change) | \\(.oldTag // \"\") | \\(.newTag // \"\") | \\([.reasons[]? | .detail] | join(\"; \")) |\"' impact.json",
+              "  echo",
+              "  jq -r '\"Runtimes added: \\(.runtimes.added | length), removed: \\(.runtimes.removed | length), rebuilt: \\(.runtimes.rebuilt | length)\"' impact.json",
+              "  echo",
+              "  echo '<details><summary>Runtimes to rebuild</summary>'",
+              "  echo",
+              "  jq -r '.rebuild.runtimes[] | \"- `\\(.)`\"' impact.json",
+              "  echo '</details>'",
+              '} >> "$GITHUB_STEP_SUMMARY"',
+            ]),
+          },
+        ],
+      },
+    },
+  };
+  return toYaml(header(o, "Shows which bases and runtimes a pull request would rebuild (job summary); no registry access."), doc);
+}
+
+/** The three workflow files (path → content) for a plan. Bad options are a WorkflowError saying what to change. */
+export function generateWorkflows(plan: Pick<BuildPlan, "bases" | "runtimes">, opts: WorkflowOptions): Record<string, string> {
+  const o = resolve(opts);
+  return {
+    [WORKFLOW_FILES.bases]: basesWorkflow(plan, o),
+    [WORKFLOW_FILES.prCheck]: prCheckWorkflow(o),
+    [WORKFLOW_FILES.runtimes]: runtimesWorkflow(plan, o),
+  };
+}
+
+/** The pools of an enabled fleet; the default pool when the fleet is off or not configured. */
+export function fleetPools(raw: unknown, where: string): readonly RunnerPool[] {
+  if (raw === undefined) return DEFAULT_POOLS;
+  const fleet = parseFleetConfig(raw, where);
+  return fleet.enabled ? fleet.pools.map((p) => ({ name: p.name, labels: p.labels })) : DEFAULT_POOLS;
+}
