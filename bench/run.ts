@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bakeFile } from "../cli/bake.ts";
 import { loadMatrix } from "../matrix/load.ts";
+import { benchEngine } from "./engine.ts";
 import { benchImpact } from "./impact.ts";
 import { benchScaler } from "./scaler.ts";
 
@@ -91,6 +92,9 @@ rows.push(["impact, two revisions of LocalAI 457 (whole process)", `${impact["im
 
 const scaler = await benchScaler();
 for (const [k, v] of Object.entries(scaler)) if (/median|p95|bundle\.\w+_kib|burst20\.(wall|final|peak_armed)/.test(k)) rows.push([k, String(v), ""]);
+
+const engine = await benchEngine();
+for (const [k, v] of Object.entries(engine)) rows.push([k, String(v), ""]);
 
 const width = Math.max(...rows.map((r) => r[0].length));
 for (const [name, figure, verdict] of rows) console.log(`${name.padEnd(width)}  ${figure}${verdict ? `  [${verdict}]` : ""}`);
