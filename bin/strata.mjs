@@ -1,8 +1,7 @@
 #!/usr/bin/env node
-// The strata CLI. The commands that only read the matrix run from one JavaScript bundle of cli/main.ts that
-// esbuild writes to .cache/strata/ and rebuilds whenever a source it was built from changes: loading TypeScript
-// through tsx's loader costs more than such a command takes. `plan` runs the Pulumi program itself, which is
-// loaded from its TypeScript sources through tsx, as `pulumi up` loads it.
+// The strata CLI runs from one JavaScript bundle of cli/main.ts (the Pulumi program included; the Pulumi SDKs stay
+// packages) that esbuild writes to .cache/strata/ and rebuilds whenever a source it was built from changes:
+// loading the TypeScript sources through tsx's loader costs more than `strata check` takes in all.
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -11,14 +10,12 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const cacheDir = join(root, ".cache", "strata");
 const bundlePath = join(cacheDir, "cli.mjs");
 const inputsPath = join(cacheDir, "cli.inputs.json");
-/** Modules that are the Pulumi program or load it: never bundled, imported from source through tsx. */
-const PROGRAM_MODULES = new Set(["program.ts"]);
 
 function isFresh() {
   if (!existsSync(bundlePath) || !existsSync(inputsPath)) return false;
   const built = statSync(bundlePath).mtimeMs;
   const inputs = JSON.parse(readFileSync(inputsPath, "utf8"));
-  return [...inputs, "package-lock.json"].every((f) => {
+  return [...inputs, "package-lock.json", "bin/strata.mjs"].every((f) => {
     const p = join(root, f);
     return existsSync(p) && statSync(p).mtimeMs <= built;
   });
@@ -41,12 +38,17 @@ async function buildBundle() {
     banner: { js: "import { createRequire as __strataRequire } from 'node:module'; const require = __strataRequire(import.meta.url);" },
     plugins: [
       {
-        name: "program-from-source",
+        // Modules find files beside them through import.meta.url (the scaler's entry points, the user-data
+        // template): give each bundled source its own URL, not the bundle's.
+        name: "module-urls",
         setup(b) {
-          b.onResolve({ filter: /\.ts$/ }, (args) => {
-            const file = args.path.split("/").pop();
-            if (!PROGRAM_MODULES.has(file)) return undefined;
-            return { path: pathToFileURL(join(args.resolveDir, args.path)).href, external: true };
+          b.onLoad({ filter: /\.ts$/ }, (args) => {
+            if (args.path.includes("node_modules")) return undefined;
+            const source = readFileSync(args.path, "utf8");
+            if (!source.includes("import.meta")) return undefined;
+            const url = JSON.stringify(pathToFileURL(args.path).href);
+            const dir = JSON.stringify(dirname(args.path));
+            return { loader: "ts", contents: outsideStrings(outsideStrings(source, "import.meta.url", url), "import.meta.dirname", dir) };
           });
         },
       },
@@ -61,10 +63,20 @@ async function buildBundle() {
   renameSync(tmp, bundlePath);
 }
 
-if (process.argv[2] === "plan") {
-  const { register } = await import("tsx/esm/api");
-  register();
+/** Replaces `token` with `value` where it is code, not inside a string on its line (as in a bundle banner). */
+function outsideStrings(source, token, value) {
+  return source
+    .split("\n")
+    .map((line) =>
+      line.split(token).reduce((acc, part, i) => {
+        if (i === 0) return part;
+        const quotes = (acc.match(/['"`]/g) ?? []).length;
+        return acc + (quotes % 2 === 0 ? value : token) + part;
+      }, ""),
+    )
+    .join("\n");
 }
+
 if (!isFresh()) await buildBundle();
 const { main } = await import(pathToFileURL(bundlePath).href);
 

@@ -127,10 +127,11 @@ function check(v: Values): number {
 
 async function plan(v: Values): Promise<number> {
   const { stack, config, secretKeys, matrix } = stackConfig(v);
-  // Validate first: the program would report the same problems, but this way they print as they are.
-  const buildPlan = loadMatrix(matrix);
-  printWarnings(buildPlan);
-  if (v.recorded) return explainStack(v.recorded as string, buildPlan, v.json === true);
+  if (v.recorded) {
+    const buildPlan = loadMatrix(matrix);
+    printWarnings(buildPlan);
+    return explainStack(v.recorded as string, buildPlan, v.json === true);
+  }
   // Pulumi captures a stack trace for every promise it makes; mapping each through tsx's source maps is most
   // of an offline plan's time. Plan's own errors do not need the maps.
   if (!process.env.STRATA_DEBUG) process.setSourceMapsEnabled(false);

@@ -101,6 +101,8 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   try {
     const result = await program();
     outputs = await new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>)));
+    // Resources can register late (a Lambda waits for its code bundle): wait until Pulumi has no RPC in flight.
+    await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
     await settle(() => pending);
   } finally {
     Error.stackTraceLimit = stackTraceLimit;

@@ -1,8 +1,8 @@
-import { pathToFileURL } from "node:url";
 import * as pulumi from "@pulumi/pulumi";
 import * as aws from "@pulumi/aws";
 import * as github from "@pulumi/github";
 import * as random from "@pulumi/random";
+import { renderUserData, type UserDataVars } from "../../scaler/userdata.ts";
 import { esbuildBundle, scalerEntry, type Bundler } from "./bundle.ts";
 import type { FleetConfig, PoolConfig } from "./config.ts";
 import { FleetNetwork } from "./network.ts";
@@ -315,12 +315,7 @@ export function userDataVars(i: { pool: PoolConfig; region: string; paramPrefix:
     };
 }
 
-interface UserDataModule {
-    renderUserData(vars: Record<string, string>): string;
-}
-
-/** `renderUserData` of `scaler/userdata.ts`, imported on first use (the module may not exist when only tests run). */
-async function defaultUserData(vars: Record<string, string>): Promise<string> {
-    const mod = (await import(pathToFileURL(scalerEntry("userdata")).href)) as UserDataModule;
-    return mod.renderUserData(vars);
+/** The instance user data: scaler/userdata.sh rendered for a pool. */
+function defaultUserData(vars: Record<string, string>): string {
+    return renderUserData(vars as unknown as UserDataVars);
 }
