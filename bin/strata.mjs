@@ -1,37 +1,46 @@
 #!/usr/bin/env node
-// The strata CLI runs from one JavaScript bundle of cli/main.ts (the Pulumi program included; the Pulumi SDKs stay
+// The strata CLI runs from a JavaScript build of cli/main.ts (the Pulumi program included; the Pulumi SDKs stay
 // packages) that esbuild writes to .cache/strata/ and rebuilds whenever a source it was built from changes:
-// loading the TypeScript sources through tsx's loader costs more than `strata check` takes in all.
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+// loading the TypeScript sources through tsx's loader costs more than `strata check` takes in all. The build is
+// split at dynamic imports, so commands that only read the matrix never load the Pulumi SDK.
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const cacheDir = join(root, ".cache", "strata");
-const bundlePath = join(cacheDir, "cli.mjs");
-const inputsPath = join(cacheDir, "cli.inputs.json");
+/** Names the current build directory; replaced atomically, so concurrent CLIs never see a half-written build. */
+const currentFile = join(cacheDir, "current");
 
-function isFresh() {
-  if (!existsSync(bundlePath) || !existsSync(inputsPath)) return false;
-  const built = statSync(bundlePath).mtimeMs;
-  const inputs = JSON.parse(readFileSync(inputsPath, "utf8"));
-  return [...inputs, "package-lock.json", "bin/strata.mjs"].every((f) => {
+/** The current build's directory if it is newer than every source it was built from (and this file). */
+function freshBuild() {
+  if (!existsSync(currentFile)) return undefined;
+  const dir = join(cacheDir, readFileSync(currentFile, "utf8").trim());
+  const inputsFile = join(dir, "inputs.json");
+  if (!existsSync(inputsFile)) return undefined;
+  const built = statSync(inputsFile).mtimeMs;
+  const inputs = JSON.parse(readFileSync(inputsFile, "utf8"));
+  const fresh = [...inputs, "package-lock.json", "bin/strata.mjs"].every((f) => {
     const p = join(root, f);
     return existsSync(p) && statSync(p).mtimeMs <= built;
   });
+  return fresh ? dir : undefined;
 }
 
-async function buildBundle() {
+async function build() {
   const { build } = await import("esbuild");
+  const name = `build-${Date.now()}-${process.pid}`;
+  const dir = join(cacheDir, name);
   const result = await build({
     absWorkingDir: root,
-    entryPoints: ["cli/main.ts"],
+    entryPoints: { main: "cli/main.ts" },
     bundle: true,
+    splitting: true,
     platform: "node",
     target: "node20",
     format: "esm",
-    write: false,
-    outfile: bundlePath,
+    outdir: dir,
+    outExtension: { ".js": ".mjs" },
     metafile: true,
     logLevel: "error",
     external: ["@pulumi/*", "esbuild"],
@@ -39,7 +48,7 @@ async function buildBundle() {
     plugins: [
       {
         // Modules find files beside them through import.meta.url (the scaler's entry points, the user-data
-        // template): give each bundled source its own URL, not the bundle's.
+        // template): give each bundled source its own URL, not the build's.
         name: "module-urls",
         setup(b) {
           b.onLoad({ filter: /\.ts$/ }, (args) => {
@@ -47,20 +56,23 @@ async function buildBundle() {
             const source = readFileSync(args.path, "utf8");
             if (!source.includes("import.meta")) return undefined;
             const url = JSON.stringify(pathToFileURL(args.path).href);
-            const dir = JSON.stringify(dirname(args.path));
-            return { loader: "ts", contents: outsideStrings(outsideStrings(source, "import.meta.url", url), "import.meta.dirname", dir) };
+            const dirname_ = JSON.stringify(dirname(args.path));
+            return { loader: "ts", contents: outsideStrings(outsideStrings(source, "import.meta.url", url), "import.meta.dirname", dirname_) };
           });
         },
       },
     ],
   });
-  mkdirSync(cacheDir, { recursive: true });
-  // Write then rename, so that CLIs started at the same time never load a half-written bundle.
-  const tmp = `${bundlePath}.${process.pid}.tmp`;
-  writeFileSync(tmp, result.outputFiles[0].contents);
-  writeFileSync(`${inputsPath}.${process.pid}.tmp`, JSON.stringify(Object.keys(result.metafile.inputs).filter((f) => !f.includes("node_modules/"))));
-  renameSync(`${inputsPath}.${process.pid}.tmp`, inputsPath);
-  renameSync(tmp, bundlePath);
+  const inputs = Object.keys(result.metafile.inputs).filter((f) => !f.includes("node_modules/"));
+  writeFileSync(join(dir, "inputs.json"), JSON.stringify(inputs));
+  writeFileSync(`${currentFile}.${process.pid}`, name);
+  renameSync(`${currentFile}.${process.pid}`, currentFile);
+  // Older builds may still be in use by a CLI started a moment ago: remove only those over a minute old.
+  for (const old of readdirSync(cacheDir)) {
+    const p = join(cacheDir, old);
+    if (old.startsWith("build-") && old !== name && Date.now() - statSync(p).mtimeMs > 60_000) rmSync(p, { recursive: true, force: true });
+  }
+  return dir;
 }
 
 /** Replaces `token` with `value` where it is code, not inside a string on its line (as in a bundle banner). */
@@ -77,8 +89,9 @@ function outsideStrings(source, token, value) {
     .join("\n");
 }
 
-if (!isFresh()) await buildBundle();
-const { main } = await import(pathToFileURL(bundlePath).href);
+mkdirSync(cacheDir, { recursive: true });
+const dir = freshBuild() ?? (await build());
+const { main } = await import(pathToFileURL(join(dir, "main.mjs")).href);
 
 let code;
 try {
