@@ -3,7 +3,7 @@ import { before, test } from "node:test";
 import { runProgram, type ProgramRun } from "../cli/program.ts";
 import { plainStrings } from "./mocks.ts";
 
-// The real program with the GPU runner fleet enabled, on ECR: what `strata plan` shows for such a stack.
+// The real program with the GPU runner fleet and the GitHub wiring, on ECR: what `strata plan` shows for such a stack.
 let run: ProgramRun;
 const KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----";
 before(async () => {
@@ -15,6 +15,7 @@ before(async () => {
       "strata:githubAppId": "123",
       "strata:githubAppInstallationId": "456",
       "strata:githubAppPrivateKey": KEY,
+      "strata:github": { repositories: ["acme/models"] },
     },
     secretKeys: ["strata:githubAppPrivateKey"],
   });
@@ -48,4 +49,22 @@ test("the fleet's pool cap reaches the scaler", () => {
   const webhook = run.resources.find((r) => r.type === "aws:lambda/function:Function" && /webhook/.test(r.name))!;
   const env = JSON.stringify(webhook.inputs.environment);
   assert.match(env, /\\"maxRunners\\":3/);
+});
+
+test("GitHub gets AWS access by OIDC only: three roles, each trusting one restricted subject set", () => {
+  assert.equal(run.resources.filter((r) => r.type === "aws:iam/openIdConnectProvider:OpenIdConnectProvider").length, 1);
+  assert.equal(run.resources.filter((r) => r.type === "aws:iam/accessKey:AccessKey").length, 0, "no long-lived keys");
+  const roles = run.resources.filter((r) => r.type === "aws:iam/role:Role" && r.parent === "github");
+  assert.deepEqual(roles.map((r) => r.name).sort(), ["github-push-bases", "github-push-runtimes", "github-read-only"]);
+  for (const role of roles) {
+    const subs = JSON.stringify(JSON.parse(role.inputs.assumeRolePolicy as string).Statement.map((s: { Condition: unknown }) => s.Condition));
+    assert.match(subs, /token\.actions\.githubusercontent\.com:sub/);
+    assert.doesNotMatch(subs, /repo:acme\/models:\*"/, `${role.name} trusts every ref`);
+  }
+});
+
+test("the base references reach the repository as an Actions variable, from the program's outputs", () => {
+  const variable = run.resources.find((r) => r.type === "github:index/actionsVariable:ActionsVariable" && r.inputs.variableName === "STRATA_BASE_REFS")!;
+  assert.equal(variable.inputs.repository, "models");
+  assert.deepEqual(JSON.parse(variable.inputs.value as string), run.outputs.baseRefs);
 });
