@@ -5,18 +5,13 @@ import { EC2Client } from "@aws-sdk/client-ec2";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { AwsEc2, AwsParams, cachedSecret } from "./aws.ts";
-import { parseAppSecret, parseConfig, type ScalerConfig } from "./config.ts";
+import { parseAppSecret, parseConfig } from "./config.ts";
 import { createGitHubClient, type RetryPolicy } from "./github.ts";
-import { jsonLogger, type Ec2Port, type GitHubPort, type Logger, type ParamPort } from "./ports.ts";
+import type { WebhookDeps } from "./core.ts";
+import { jsonLogger, type GitHubPort } from "./ports.ts";
 
-export interface RealDeps {
-  config: ScalerConfig;
-  ec2: Ec2Port;
-  params: ParamPort;
-  github: () => Promise<GitHubPort>;
-  webhookSecret: () => Promise<string>;
-  log: Logger;
-}
+/** The webhook's dependencies, made from AWS and GitHub clients (housekeeping uses the same ones). */
+export type RealDeps = Required<Pick<WebhookDeps, "config" | "ec2" | "params" | "github" | "webhookSecret" | "log">>;
 
 export function buildDeps(env: Record<string, string | undefined>, retry?: Partial<RetryPolicy>): RealDeps {
   const config = parseConfig(env); // throws ConfigError naming each bad variable

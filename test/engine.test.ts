@@ -15,6 +15,7 @@ import { join, relative, resolve } from "node:path";
 import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
 import { parseDocument } from "yaml";
+import type { BakeFile } from "../cli/bake.ts";
 import { engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
 
 const FIXTURE = join(REPO_ROOT, "test/fixtures/engine");
@@ -26,21 +27,6 @@ const SOURCE_DATE_EPOCH = "0";
 // ------------------------------------------------------------------------------------------
 // The bake file, as `strata bake` writes it.
 
-interface BakeTarget {
-  context: string;
-  dockerfile: string;
-  target?: string;
-  args: Record<string, string>;
-  platforms: string[];
-  tags: string[];
-  "cache-from": string[];
-  "cache-to": string[];
-  output: string[];
-}
-interface BakeFile {
-  group: Record<string, { targets: string[] }>;
-  target: Record<string, BakeTarget>;
-}
 /** `docker buildx bake --metadata-file` output: per target, at least the pushed digest. */
 type BakeMetadata = Record<string, { "containerimage.digest"?: string; "image.name"?: string } | string>;
 
