@@ -190,6 +190,7 @@ const avail = engineAvailable();
 
 test("strata bases and runtimes on a real Docker engine: push, pin by digest, registry cache, reproducible digests", { timeout: 300_000 }, async (t) => {
   if (!avail.ok) {
+    // Only where no engine can start (e.g. the engine packages are not installed): CI runs .ci/engine-deps.sh first.
     t.skip(avail.why);
     return;
   }
