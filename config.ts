@@ -64,7 +64,8 @@ export function readStackConfig(): StackConfig {
   const cfg = new pulumi.Config("strata");
   const problems: Problem[] = [];
   const parse = <T extends z.ZodType>(key: string, schema: T, fallback: unknown): z.infer<T> | undefined => {
-    const raw = cfg.getObject<unknown>(key) ?? fallback;
+    const text = cfg.get(key);
+    const raw = text === undefined ? fallback : parseValue(text);
     const result = schema.safeParse(raw, { reportInput: true });
     if (result.success) return result.data;
     for (const issue of result.error.issues) {
@@ -116,6 +117,15 @@ export function readStackConfig(): StackConfig {
     fleet: cfg.getObject<unknown>("fleet"),
     github: cfg.getObject<unknown>("github"),
   };
+}
+
+/** A config value as set: JSON for objects, lists, numbers and booleans, else the plain string. */
+function parseValue(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 /** The position of a `strata:<key>` setting in Pulumi.<stack>.yaml, or the file's start when it is not there. */

@@ -33,6 +33,8 @@ export interface RunOptions {
    * most of the time and memory of a large offline plan. Default false.
    */
   lean?: boolean;
+  /** Outputs of other stacks, by stack name, for the program's StackReferences. Default: none have outputs. */
+  stackOutputs?: Record<string, Record<string, unknown>>;
 }
 
 /** Fixed fake account facts used for every offline answer. */
@@ -53,7 +55,10 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
-        const state = offlineState(args.type, args.name, args.inputs);
+        const state =
+          args.type === "pulumi:pulumi:StackReference"
+            ? { name: args.inputs.name, outputs: stackOutputsOf(opts.stackOutputs ?? {}, args.inputs.name), secretOutputNames: [] }
+            : offlineState(args.type, args.name, args.inputs);
         const id = args.custom ? `${args.name}-id` : undefined;
         resources.push({ type: args.type, name: args.name, urn: "", custom: args.custom ?? false, inputs: args.inputs, state });
         return { id, state };
@@ -128,6 +133,11 @@ async function settle(pending: () => number): Promise<void> {
   }
 }
 
+/** A referenced stack's outputs: by its full `org/project/stack` name or by the stack name alone. */
+function stackOutputsOf(all: Record<string, Record<string, unknown>>, name: string): Record<string, unknown> {
+  return all[name] ?? all[name.split("/").pop()!] ?? {};
+}
+
 function digestOf(value: unknown): string {
   return `sha256:${createHash("sha256").update(JSON.stringify(value)).digest("hex")}`;
 }
@@ -152,9 +162,6 @@ function offlineState(type: string, name: string, inputs: Record<string, any>): 
         registryId: account,
         repositoryUrl: `${account}.dkr.ecr.${region}.amazonaws.com/${inputs.name}`,
       };
-    case "pulumi:pulumi:StackReference":
-      // Offline, no other stack has outputs: a root reading base shards sees every shard as not yet built.
-      return { name: inputs.name, outputs: {}, secretOutputNames: [] };
     case "aws:lambda/functionUrl:FunctionUrl":
       return { ...inputs, functionUrl: `https://${name}.lambda-url.${region}.on.aws/` };
     default: {
