@@ -3,6 +3,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { loadMatrix } from "../matrix/load.ts";
 import { REPO, SIMPLE_MATRIX, cleanup, simpleProject } from "./helpers.ts";
 
 const BIN = join(REPO, "bin", "strata.mjs");
@@ -110,6 +111,27 @@ describe("strata plan", () => {
     const r = strata(["plan", "--stack", "ext", "--json"], dir);
     assert.equal(r.code, 0, r.stderr);
     assert.match(JSON.parse(r.stdout).runtimes[0].baseImageArg, /^ghcr\.io\/strata\/bases:ampere-/);
+  });
+});
+
+describe("strata plan --recorded", () => {
+  test("explains in words why the matrix differs from what the stack recorded", () => {
+    const dir = projectWith(SIMPLE_MATRIX);
+    const recorded = Object.fromEntries(loadMatrix(join(dir, "strata.yaml")).bases.map((b) => [b.name, { tag: b.tag, identity: b.hash, inputs: b.inputs }]));
+    writeFileSync(join(dir, "recorded.json"), JSON.stringify(recorded));
+    writeFileSync(join(dir, "strata.yaml"), SIMPLE_MATRIX.replace('"8.0;8.6"', '"8.0;8.6;8.9"'));
+    const r = strata(["plan", "--recorded", "recorded.json"], dir);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ {2}ampere \(changed\)\n {4}- \[arg\] build arg CUDA_ARCH_LIST: 8\.0;8\.6 → 8\.0;8\.6;8\.9$/m);
+    const json = JSON.parse(strata(["plan", "--recorded", "recorded.json", "--json"], dir).stdout);
+    assert.deepEqual(json.rebuild.bases, ["ampere"]);
+  });
+
+  test("a recorded file that is not JSON is an error naming it", () => {
+    const dir = projectWith(SIMPLE_MATRIX, { "recorded.json": "not json" });
+    const r = strata(["plan", "--recorded", "recorded.json"], dir);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^recorded\.json:1:1: error: cannot read the recorded outputs/m);
   });
 });
 
