@@ -59,10 +59,27 @@ export interface StackConfig {
   github?: unknown;
 }
 
+/** Every `strata:*` config key the program reads. */
+export const CONFIG_KEYS = [
+  "matrix", "registry", "registryPassword", "release", "bases", "runtimes", "shardOf", "baseShards",
+  "fleet", "githubAppId", "githubAppInstallationId", "githubAppPrivateKey", "github",
+];
+
 /** Reads and validates the `strata:*` stack config; problems name Pulumi.<stack>.yaml with line and column. */
 export function readStackConfig(): StackConfig {
   const cfg = new pulumi.Config("strata");
   const problems: Problem[] = [];
+  // Pulumi ignores keys nobody reads: a misspelt one would silently fall back to a default.
+  for (const full of Object.keys(pulumi.runtime.allConfig())) {
+    const key = full.startsWith("strata:") ? full.slice("strata:".length) : undefined;
+    if (key === undefined || CONFIG_KEYS.includes(key)) continue;
+    const guess = closest(key, CONFIG_KEYS);
+    problems.push({
+      ...configLocation(key, [], { key: true }),
+      message: `unknown config key 'strata:${key}'`,
+      fix: guess ? `did you mean 'strata:${guess}'? (pulumi config rm strata:${key})` : `remove it (pulumi config rm strata:${key}); strata reads ${CONFIG_KEYS.map((k) => `strata:${k}`).join(", ")}`,
+    });
+  }
   const parse = <T extends z.ZodType>(key: string, schema: T, fallback: unknown): z.infer<T> | undefined => {
     const text = cfg.get(key);
     const raw = text === undefined ? fallback : parseValue(text);
@@ -129,11 +146,11 @@ function parseValue(text: string): unknown {
 }
 
 /** The position of a `strata:<key>` setting in Pulumi.<stack>.yaml, or the file's start when it is not there. */
-export function configLocation(key: string, path: ReadonlyArray<string | number> = []): Location {
+export function configLocation(key: string, path: ReadonlyArray<string | number> = [], opts: { key?: boolean } = {}): Location {
   const file = `Pulumi.${pulumi.getStack()}.yaml`;
   if (!existsSync(file)) return { file, line: 1, col: 1 };
   try {
-    return SourceFile.read(file).locate(["config", `strata:${key}`, ...path]);
+    return SourceFile.read(file).locate(["config", `strata:${key}`, ...path], opts);
   } catch {
     return { file, line: 1, col: 1 };
   }

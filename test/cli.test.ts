@@ -96,6 +96,13 @@ describe("strata plan", () => {
     noStackTrace(r.stderr);
   });
 
+  test("a misspelt config key is an error, not a silent default", () => {
+    const dir = projectWith(SIMPLE_MATRIX, { "Pulumi.typo.yaml": "config:\n  strata:registy:\n    kind: local\n" });
+    const r = strata(["plan", "--stack", "typo"], dir);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Pulumi\.typo\.yaml:2:3: error: unknown config key 'strata:registy'\n {4}fix: did you mean 'strata:registry'\?/);
+  });
+
   test("an external registry without credentials is an error before anything is declared", () => {
     const dir = projectWith(SIMPLE_MATRIX, { "Pulumi.ext.yaml": "config:\n  strata:registry:\n    kind: external\n    address: ghcr.io\n" });
     const r = strata(["plan", "--stack", "ext"], dir);
