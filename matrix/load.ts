@@ -44,6 +44,7 @@ interface RuntimeDraft extends Draft {
 }
 
 const DEFAULT_PLATFORMS = ["linux/amd64"];
+const CUDA_VERSION_RE = /^\d+\.\d+(\.\d+)?$/;
 
 /**
  * Loads, validates and derives a matrix file into a build plan. Every problem found is reported together as
@@ -309,16 +310,20 @@ function deriveFromConsumers(
   for (const g of derived) {
     const vars = g.consumers[0].fields;
     const render = (t: string) => renderTemplate(t, vars).value;
-    const cuda = d.base.cuda ? render(d.base.cuda) : "";
+    // A base whose consumers have no CUDA version (cpu, rocm...) renders an empty one: it has none.
+    const cuda = d.base.cuda ? render(d.base.cuda).replace(/^\.+|\.+$/g, "") : "";
+    if (cuda !== "" && !CUDA_VERSION_RE.test(cuda)) {
+      problems.error(at(["base", "cuda"]), `derive.base.cuda gives '${cuda}' for base '${g.name}', which is not a CUDA version`, "map fields that give versions such as 12.6 or 12.6.3, or leave them empty for bases without CUDA");
+    }
     const args = Object.fromEntries(Object.entries(d.base.args ?? {}).map(([k, v]) => [k, render(v)]));
     bases.push({
       name: g.name,
       context: d.base.context ? render(d.base.context) : ".",
       dockerfile: render(d.base.dockerfile),
       target: d.base.target,
-      args: { ...(cuda && /^\d+\.\d+/.test(cuda) ? { CUDA_VERSION: cuda } : {}), ...args },
+      args: { ...(cuda ? { CUDA_VERSION: cuda } : {}), ...args },
       platforms: g.platforms,
-      cuda: cuda && /^\d+\.\d+/.test(cuda) ? cuda : undefined,
+      cuda: cuda || undefined,
       tagPrefix: g.name,
       key: g.key,
       at: lazyLocation(g.consumers[0].at),

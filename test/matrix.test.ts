@@ -140,6 +140,31 @@ describe("consumer-derived matrices (LocalAI fixtures)", () => {
   });
 });
 
+describe("derived CUDA versions", () => {
+  const matrix = (cudaMinor: string) => `derive:
+  entries:
+    - { name: gpu, lang: python, major: "12", minor: "${cudaMinor}" }
+    - { name: cpu, lang: python, major: "", minor: "" }
+  fields: { name: name, lang: lang, cudaMajor: major, cudaMinor: minor }
+  key: [lang, cudaMajor, cudaMinor]
+  base: { dockerfile: docker/Dockerfile.base, context: app, target: base, cuda: "{cudaMajor}.{cudaMinor}" }
+  runtime: { dockerfile: docker/Dockerfile.runtime, context: app }
+`;
+
+  test("a base gets the CUDA version its consumers map to, and a base without CUDA gets none", () => {
+    const plan = load(matrix("8"));
+    const byName = Object.fromEntries(plan.bases.map((b) => [b.name, b]));
+    assert.equal(byName["python-12-8"].cuda, "12.8");
+    assert.equal(byName["python-12-8"].args.CUDA_VERSION, "12.8");
+    assert.equal(byName.python.cuda, undefined);
+    assert.equal(byName.python.args.CUDA_VERSION, undefined);
+  });
+
+  test("a mapped value that is not a CUDA version is an error at the template", () => {
+    assertProblem(problemsFor(matrix("x")), /derive\.base\.cuda gives '12\.x' for base 'python-12-x', which is not a CUDA version/, 7, 81);
+  });
+});
+
 describe("identity", () => {
   const variant = (change: (files: Record<string, string>) => void) => {
     const files: Record<string, string> = {
