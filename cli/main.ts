@@ -132,9 +132,6 @@ async function plan(v: Values): Promise<number> {
     printWarnings(buildPlan);
     return explainStack(v.recorded as string, buildPlan, v.json === true);
   }
-  // Pulumi captures a stack trace for every promise it makes; mapping each through tsx's source maps is most
-  // of an offline plan's time. Plan's own errors do not need the maps.
-  if (!process.env.STRATA_DEBUG) process.setSourceMapsEnabled(false);
   deferTypeScript();
   const { runProgram } = await import("./program.ts");
   const { planReport, formatPlan } = await import("./plan.ts");
