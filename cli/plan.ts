@@ -27,7 +27,17 @@ export interface PlanReport {
 export function planReport(stack: string, matrix: string, run: ProgramRun): PlanReport {
   const children = new Map<string, RecordedResource[]>();
   for (const r of run.resources) if (r.parent) children.set(`${r.parentType}::${r.parent}`, [...(children.get(`${r.parentType}::${r.parent}`) ?? []), r]);
-  const imagesOf = (c: RecordedResource) => (children.get(`${c.type}::${c.name}`) ?? []).filter((r) => r.type === "docker-build:index:Image");
+  /** What a BaseImage or RuntimeImage component declared: its docker-build Images (one per platform). */
+  const build = (c: RecordedResource) => {
+    const images = (children.get(`${c.type}::${c.name}`) ?? []).filter((r) => r.type === "docker-build:index:Image");
+    const first = (images[0]?.inputs ?? {}) as Record<string, any>;
+    return {
+      first,
+      dockerfile: (first.dockerfile?.location ?? "") as string,
+      target: (first.target ?? "") as string,
+      platforms: images.flatMap((i) => (i.inputs.platforms as string[]) ?? []),
+    };
+  };
   const outputs = run.outputs as {
     registry?: unknown;
     bases?: Record<string, { tag: string; identity: string; consumers: string[] }>;
@@ -38,18 +48,17 @@ export function planReport(stack: string, matrix: string, run: ProgramRun): Plan
     .filter((r) => r.type === "strata:images:BaseImage")
     .map((c) => {
       const name = c.name.replace(/^base-/, "");
-      const images = imagesOf(c);
-      const first = images[0]?.inputs as Record<string, any> | undefined;
+      const { first, dockerfile, target, platforms } = build(c);
       const declared = outputs.bases?.[name];
       return {
         name,
         tag: declared?.tag ?? "",
         identity: declared?.identity ?? "",
-        buildArgs: (first?.buildArgs ?? {}) as Record<string, string>,
-        target: (first?.target ?? "") as string,
-        dockerfile: (first?.dockerfile?.location ?? "") as string,
-        context: (first?.context?.location ?? "") as string,
-        platforms: images.flatMap((i) => (i.inputs.platforms as string[]) ?? []),
+        buildArgs: (first.buildArgs ?? {}) as Record<string, string>,
+        target,
+        dockerfile,
+        context: (first.context?.location ?? "") as string,
+        platforms,
         consumers: declared?.consumers ?? [],
       };
     });
@@ -57,17 +66,16 @@ export function planReport(stack: string, matrix: string, run: ProgramRun): Plan
     .filter((r) => r.type === "strata:images:RuntimeImage")
     .map((c) => {
       const name = c.name.replace(/^runtime-/, "");
-      const images = imagesOf(c);
-      const first = images[0]?.inputs as Record<string, any> | undefined;
+      const { first, dockerfile, target, platforms } = build(c);
       const declared = outputs.runtimes?.[name];
       return {
         name,
         base: declared?.base ?? "",
         tags: declared?.tags ?? [],
-        dockerfile: (first?.dockerfile?.location ?? "") as string,
-        target: (first?.target ?? "") as string,
-        platforms: images.flatMap((i) => (i.inputs.platforms as string[]) ?? []),
-        baseImageArg: (first?.buildArgs?.BASE_IMAGE ?? "") as string,
+        dockerfile,
+        target,
+        platforms,
+        baseImageArg: (first.buildArgs?.BASE_IMAGE ?? "") as string,
       };
     });
   return {
