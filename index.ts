@@ -55,7 +55,7 @@ function declare() {
       })
     : [];
 
-  const fleet = config.shardOf ? undefined : declareFleet(config.fleet, registry.repositoryArns);
+  const fleet = config.shardOf ? undefined : declareFleet(config.fleet);
   if (config.github !== undefined && !config.shardOf) declareGitHub(config, plan, registry, baseRefs);
 
   return {
@@ -117,7 +117,7 @@ function declareGitHub(config: StackConfig, plan: BuildPlan, registry: Registry 
 }
 
 /** The GPU runner fleet, when `strata:fleet.enabled`; its GitHub App comes from `strata:githubApp*` settings. */
-function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]): GpuRunnerFleet | undefined {
+function declareFleet(raw: unknown): GpuRunnerFleet | undefined {
   let fleetConfig;
   try {
     fleetConfig = parseFleetConfig(raw ?? { enabled: false }, "strata:fleet");
@@ -139,6 +139,5 @@ function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]):
   return new GpuRunnerFleet("fleet", {
     config: fleetConfig,
     githubApp: { appId: cfg.require("githubAppId"), installationId: cfg.require("githubAppInstallationId"), privateKey: cfg.requireSecret("githubAppPrivateKey") },
-    pushRepositoryArns,
   });
 }

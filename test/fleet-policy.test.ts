@@ -63,7 +63,7 @@ test("the fleet's policies pass the wildcard check", () => {
     assert.deepEqual(findWildcardWrites(webhookPolicy(launch)), []);
     assert.deepEqual(findWildcardWrites(webhookPolicy({ ...launch, spot: false })), []);
     assert.deepEqual(findWildcardWrites(housekeepingPolicy(launch)), []);
-    assert.deepEqual(findWildcardWrites(instancePolicy({ ...scope, pushRepositoryArns: [], paramPrefix: "/strata/dev/jit/", logGroupArn: launch.logGroupArn })), []);
+    assert.deepEqual(findWildcardWrites(instancePolicy({ ...scope, paramPrefix: "/strata/dev/jit/", logGroupArn: launch.logGroupArn })), []);
 });
 
 test("webhook policy: RunInstances conditioned on the templates; Spot SLR only with Spot pools", () => {
@@ -77,10 +77,10 @@ test("webhook policy: RunInstances conditioned on the templates; Spot SLR only w
     assert.ok(!(onDemand.Statement[0]!.Resource as string[]).some((r) => r.includes("spot-instances-request")));
 });
 
-test("instance policy omits the ECR push statement when there is no repository", () => {
-    const p = instancePolicy({ ...scope, pushRepositoryArns: [], paramPrefix: "/strata/dev/jit/", logGroupArn: "arn:aws:logs:eu-west-1:111122223333:log-group:g" });
-    assert.ok(!p.Statement.some((s) => [s.Action].flat().includes("ecr:PutImage")));
-    assert.ok(p.Statement.some((s) => s.Action === "ecr:GetAuthorizationToken"));
+test("instance policy: no registry access at all, only the runner's own needs", () => {
+    const p = instancePolicy({ ...scope, paramPrefix: "/strata/dev/jit/", logGroupArn: "arn:aws:logs:eu-west-1:111122223333:log-group:g" });
+    assert.deepEqual(p.Statement.map((s) => s.Sid), ["ReadAndDeleteOwnJitConfig", "TerminateSelfOnly", "WriteFleetLogs", "SessionManager"]);
+    assert.ok(!p.Statement.some((s) => [s.Action].flat().some((a) => a!.startsWith("ecr:"))));
 });
 
 test("pickAvailabilityZones prefers zones offering the most wanted types, then tops up", () => {

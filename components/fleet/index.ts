@@ -45,8 +45,6 @@ export interface GpuRunnerFleetArgs {
     config: FleetConfig;
     /** The GitHub App that mints JIT runner configs. Required. */
     githubApp: GithubAppArgs;
-    /** strata's ECR repositories the runners may push to (and pull from). Default: `[]`. */
-    pushRepositoryArns?: pulumi.Input<string>[];
     /** Bundles a scaler entry file into Lambda code. Default: `esbuildBundle` (esbuild at deploy time). */
     bundle?: Bundler;
     /** Renders runner user data. Default: `renderUserData` of `scaler/userdata.ts`, imported lazily. */
@@ -124,8 +122,8 @@ export class GpuRunnerFleet extends pulumi.ComponentResource {
         }, parent);
         new aws.iam.RolePolicy(`${name}-instance`, {
             role: instanceRole.name,
-            policy: pulumi.all([scope, pulumi.all(args.pushRepositoryArns ?? []), runnerLogGroup.arn]).apply(([s, repos, logGroupArn]) =>
-                JSON.stringify(instancePolicy({ ...s, pushRepositoryArns: repos, paramPrefix: this.paramPrefix, logGroupArn }))),
+            policy: pulumi.all([scope, runnerLogGroup.arn]).apply(([s, logGroupArn]) =>
+                JSON.stringify(instancePolicy({ ...s, paramPrefix: this.paramPrefix, logGroupArn }))),
         }, parent);
         const instanceProfile = new aws.iam.InstanceProfile(`${name}-instance`, { role: instanceRole.name, tags }, parent);
         this.instanceRoleArn = instanceRole.arn;

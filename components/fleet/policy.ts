@@ -153,16 +153,6 @@ export function launchTemplateArn(s: AwsScope, launchTemplateId: string): string
     return ec2Arn(s, `launch-template/${launchTemplateId}`);
 }
 
-const ECR_PUSH_PULL = [
-    "ecr:BatchCheckLayerAvailability",
-    "ecr:InitiateLayerUpload",
-    "ecr:UploadLayerPart",
-    "ecr:CompleteLayerUpload",
-    "ecr:PutImage",
-    "ecr:BatchGetImage",
-    "ecr:GetDownloadUrlForLayer",
-];
-
 /** The policy variable IAM fills in with the ARN of the calling instance (EC2 instance-profile credentials only). */
 const SOURCE_INSTANCE_ARN = "${ec2:SourceInstanceARN}";
 
@@ -176,24 +166,19 @@ export function assumeRolePolicy(service: "ec2.amazonaws.com" | "lambda.amazonaw
 
 /** Inputs of the runner instance role's policy. */
 export interface InstancePolicyInputs extends AwsScope {
-    /** ECR repositories the runners may push to and pull from. */
-    pushRepositoryArns: string[];
     /** JIT-config parameter prefix, `/strata/<stack>/jit/`. */
     paramPrefix: string;
     /** The fleet's runner log group. */
     logGroupArn: string;
 }
 
-/** Policy of the runner instance role. */
+/**
+ * Policy of the runner instance role: only what the runner itself needs. A job on the instance can reach these
+ * credentials (IMDS, and the runner user is in the docker group), so the role holds no registry or other AWS
+ * access at all: jobs push with the GitHub OIDC roles (components/github.ts), never with the instance's rights.
+ */
 export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
     const statements: PolicyStatement[] = [
-        // GetAuthorizationToken has no resource-level permissions; it is a read (a login token).
-        { Sid: "EcrLogin", Effect: "Allow", Action: "ecr:GetAuthorizationToken", Resource: "*" },
-    ];
-    if (i.pushRepositoryArns.length > 0) {
-        statements.push({ Sid: "EcrPushPullStrataRepositories", Effect: "Allow", Action: ECR_PUSH_PULL, Resource: [...i.pushRepositoryArns] });
-    }
-    statements.push(
         {
             // The scaler tags each JIT parameter with the instance ARN; only that instance may read or delete it.
             Sid: "ReadAndDeleteOwnJitConfig",
@@ -226,7 +211,7 @@ export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
             Action: [...NO_RESOURCE_LEVEL_WRITES],
             Resource: "*",
         },
-    );
+    ];
     return { Version: "2012-10-17", Statement: statements };
 }
 
