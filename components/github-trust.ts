@@ -249,9 +249,15 @@ export function rolePolicy(role: RoleKey, arns: RepositoryArns): PolicyDocument 
   const login = { Sid: "EcrLogin", Effect: "Allow" as const, Action: ["ecr:GetAuthorizationToken"], Resource: "*" };
   const allow = (Sid: string, Action: string[], Resource: string[]) => ({ Sid, Effect: "Allow" as const, Action, Resource });
   const statements = {
-    // The publish job runs the root stack's program (targeted at STRATA_BASE_REFS); the fleet reads the public
-    // Deep Learning AMI parameter there.
-    pushBases: [login, allow("PushBasesAndCache", ECR_PUSH, [arns.bases, arns.cache]), allow("ReadPublicParameters", ["ssm:GetParameter"], ["arn:aws:ssm:*::parameter/aws/service/*"])],
+    // The publish job runs the root stack's program (targeted at STRATA_BASE_REFS), whose lookups run in full: the
+    // fleet reads the public Deep Learning AMI parameter, the AMI's root device, the zones offering its instance
+    // types and an existing VPC (Describe* actions have no resource-level permissions).
+    pushBases: [
+      login,
+      allow("PushBasesAndCache", ECR_PUSH, [arns.bases, arns.cache]),
+      allow("ReadPublicParameters", ["ssm:GetParameter"], ["arn:aws:ssm:*::parameter/aws/service/*"]),
+      allow("ProgramLookups", ["ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeVpcs"], ["*"]),
+    ],
     pushRuntimes: [login, allow("PushRuntimesAndCache", ECR_PUSH, [arns.runtimes, arns.cache]), allow("PullBases", ECR_PULL, [arns.bases])],
     readOnly: [login, allow("PullAll", ECR_PULL, [arns.bases, arns.runtimes, arns.cache])],
   }[role];

@@ -79,7 +79,7 @@ test("webhook policy: RunInstances conditioned on the templates; Spot SLR only w
 
 test("instance policy: no registry access at all, only the runner's own needs", () => {
     const p = instancePolicy({ ...scope, paramPrefix: "/strata/dev/jit/", logGroupArn: "arn:aws:logs:eu-west-1:111122223333:log-group:g" });
-    assert.deepEqual(p.Statement.map((s) => s.Sid), ["ReadAndDeleteOwnJitConfig", "TerminateSelfOnly", "WriteFleetLogs", "SessionManager"]);
+    assert.deepEqual(p.Statement.map((s) => s.Sid), ["ReadAndDeleteOwnJitConfig", "WriteFleetLogs", "SessionManager"]);
     assert.ok(!p.Statement.some((s) => [s.Action].flat().some((a) => a!.startsWith("ecr:"))));
 });
 

@@ -266,8 +266,7 @@ test("the instance role has no registry access and reads only its own JIT config
     const jit = policy.Statement.find((s: any) => [s.Action].flat().includes("ssm:GetParameter"));
     assert.equal(jit.Resource, `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/test/jit/*`);
     assert.deepEqual(jit.Condition, { StringEquals: { [`ssm:resourceTag/${INSTANCE_ARN_TAG_KEY}`]: "${ec2:SourceInstanceARN}" } });
-    const term = policy.Statement.find((s: any) => s.Action === "ec2:TerminateInstances");
-    assert.equal(term.Condition.StringEquals["aws:ARN"], "${ec2:SourceInstanceARN}");
+    assert.ok(!policy.Statement.some((s: any) => [s.Action].flat().includes("ec2:TerminateInstances")), "instances end by shutting down");
     const logs = policy.Statement.find((s: any) => [s.Action].flat().includes("logs:PutLogEvents"));
     assert.equal(logs.Resource, `arn:aws:logs:${REGION}:${ACCOUNT}:log-group:/strata/test/fleet/runners:*`);
     const trust = JSON.parse((await mocks.findCreatedResource("aws:iam/role:Role", "a-instance")).inputs.assumeRolePolicy);

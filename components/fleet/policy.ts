@@ -176,6 +176,8 @@ export interface InstancePolicyInputs extends AwsScope {
  * Policy of the runner instance role: only what the runner itself needs. A job on the instance can reach these
  * credentials (IMDS, and the runner user is in the docker group), so the role holds no registry or other AWS
  * access at all: jobs push with the GitHub OIDC roles (components/github.ts), never with the instance's rights.
+ * The instance ends itself by shutting down (instance-initiated shutdown behaviour `terminate`, set in the launch
+ * template and at launch), which needs no IAM permission, so the role cannot terminate any instance.
  */
 export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
     const statements: PolicyStatement[] = [
@@ -186,17 +188,6 @@ export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
             Action: ["ssm:GetParameter", "ssm:DeleteParameter"],
             Resource: parameterArnPattern(i, i.paramPrefix),
             Condition: { StringEquals: { [`ssm:resourceTag/${INSTANCE_ARN_TAG_KEY}`]: SOURCE_INSTANCE_ARN } },
-        },
-        {
-            // aws:ARN is the target instance; it must be the caller. The pool tag keeps it inside the fleet.
-            Sid: "TerminateSelfOnly",
-            Effect: "Allow",
-            Action: "ec2:TerminateInstances",
-            Resource: ec2Arn(i, "instance/*"),
-            Condition: {
-                StringEquals: { "aws:ARN": SOURCE_INSTANCE_ARN },
-                Null: { [`aws:ResourceTag/${POOL_TAG_KEY}`]: "false" },
-            },
         },
         {
             Sid: "WriteFleetLogs",
