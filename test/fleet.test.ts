@@ -219,8 +219,10 @@ test("the webhook Lambda can launch only from strata's launch templates", async 
     const templateArns = lts.map((lt) => `arn:aws:ec2:${REGION}:${ACCOUNT}:launch-template/${lt.id}`).sort();
     const policy = policyOf(await mocks.findCreatedResource("aws:iam/rolePolicy:RolePolicy", "a-webhook"));
     const runs = policy.Statement.filter((s: any) => [s.Action].flat().some((a: string) => a === "ec2:RunInstances" || a === "ec2:*" || a === "*"));
-    assert.equal(runs.length, 1);
-    const run = runs[0];
+    assert.equal(runs.length, 2);
+    const run = runs.find((s: any) => s.Condition?.ArnEquals);
+    // The other one: only the spot requests of these launches (ec2:LaunchTemplate does not apply to them).
+    assert.deepEqual(runs.filter((s: any) => s !== run).map((s: any) => s.Resource), [`arn:aws:ec2:${REGION}:${ACCOUNT}:spot-instances-request/*`]);
     assert.deepEqual([...run.Condition.ArnEquals["ec2:LaunchTemplate"]].sort(), templateArns);
     assert.deepEqual(Object.keys(run.Condition), ["ArnEquals"]);
     const resources: string[] = run.Resource;
@@ -229,7 +231,7 @@ test("the webhook Lambda can launch only from strata's launch templates", async 
         assert.ok(resources.includes(arn));
     }
     assert.ok(resources.includes(`arn:aws:ec2:${REGION}::image/${SSM_AMI}`) && resources.includes(`arn:aws:ec2:${REGION}::image/${OVERRIDE_AMI}`));
-    assert.ok(resources.includes(`arn:aws:ec2:${REGION}:${ACCOUNT}:spot-instances-request/*`), "a Spot pool exists");
+    assert.ok(policy.Statement.some((s: any) => s.Action === "ec2:RunInstances" && s.Resource === `arn:aws:ec2:${REGION}:${ACCOUNT}:spot-instances-request/*`), "a Spot pool exists");
     for (const subnet of outputsA.subnets) {
         assert.ok(resources.includes(`arn:aws:ec2:${REGION}:${ACCOUNT}:subnet/${subnet}`));
     }

@@ -272,10 +272,20 @@ export function webhookPolicy(i: LaunchPolicyInputs): PolicyDocument {
                 ...i.securityGroupIds.map((id) => ec2Arn(i, `security-group/${id}`)),
                 ...i.imageIds.map((id) => `arn:${i.partition}:ec2:${i.region}::image/${id}`),
                 `arn:${i.partition}:ec2:${i.region}::snapshot/*`,
-                ...created,
+                ...created.filter((arn) => !arn.includes(":spot-instances-request/")),
             ],
             Condition: { ArnEquals: { "ec2:LaunchTemplate": templateArns } },
         },
+        // ec2:LaunchTemplate does not apply to the spot request a spot launch creates (Service Authorization
+        // Reference; the IAM simulation in test/iam-simulation.test.ts denies it), so it gets its own statement.
+        // The instance of the same request still needs the statement above.
+        ...(i.spot ? [{
+            Sid: "SpotRequestsOfTheseLaunches",
+            Effect: "Allow" as const,
+            Action: "ec2:RunInstances",
+            Resource: ec2Arn(i, "spot-instances-request/*"),
+            Condition: { StringEquals: { "ec2:Region": i.region } },
+        }] : []),
         {
             Sid: "TagOnLaunchOnly",
             Effect: "Allow",
