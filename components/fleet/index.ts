@@ -136,7 +136,7 @@ export class GpuRunnerFleet extends pulumi.ComponentResource {
         for (const pool of config.pools) {
             const imageId = pool.amiId ? pulumi.output(pool.amiId) : ssmAmi!;
             const userData = scope.apply(async (s) => renderUserData(userDataVars({
-                pool, region: s.region, paramPrefix: this.paramPrefix, runnerVersion: config.runnerVersion,
+                pool, region: s.region, paramPrefix: this.paramPrefix, runnerVersion: config.runnerVersion, runnerSha256: config.runnerSha256,
             })));
             this.pools[pool.name] = new RunnerPool(`${name}-${pool.name}`, {
                 pool,
@@ -303,12 +303,13 @@ export const RUNNER_USER = "runner";
  * Variables of a pool's user data: exactly the `{{PLACEHOLDERS}}` of scaler/userdata.sh
  * (`renderUserData` rejects unknown or missing ones). Labels and runner name come with the JIT config.
  */
-export function userDataVars(i: { pool: PoolConfig; region: string; paramPrefix: string; runnerVersion: string }): Record<string, string> {
+export function userDataVars(i: { pool: PoolConfig; region: string; paramPrefix: string; runnerVersion: string; runnerSha256?: string }): Record<string, string> {
     return {
         REGION: i.region,
         PARAM_PREFIX: i.paramPrefix,
         MAX_RUNTIME_MINUTES: String(i.pool.maxRuntimeMinutes),
         RUNNER_VERSION: i.runnerVersion,
+        ...(i.runnerSha256 ? { RUNNER_SHA256: i.runnerSha256 } : {}),
         RUNNER_USER: RUNNER_USER,
     };
 }
