@@ -285,6 +285,14 @@ describe("under Pulumi mocks", () => {
     assert.equal(files[0].inputs.branch, "main");
   });
 
+  test("GitHubWiring without ECR roles leaves the repository's OIDC subject and tag rules alone", async () => {
+    new github.GitHubWiring("ext", { config: github.parseGitHubConfig({ repositories: ["acme/ext"] }), registry: "ghcr.io", baseRefs: {}, region: "us-west-2" });
+    await settle();
+    assert.equal(of("github:index/actionsVariable:ActionsVariable").filter((v) => v.inputs.repository === "ext").length > 0, true);
+    assert.deepEqual(of("github:index/actionsRepositoryOidcSubjectClaimCustomizationTemplate:ActionsRepositoryOidcSubjectClaimCustomizationTemplate").filter((t) => t.inputs.repository === "ext"), []);
+    assert.deepEqual(of("github:index/repositoryRuleset:RepositoryRuleset").filter((t) => t.inputs.repository === "ext"), []);
+  });
+
   test("GitHubWiring reuses an existing OIDC provider by ARN", async () => {
     const arn = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com";
     const before = of("aws:iam/openIdConnectProvider:OpenIdConnectProvider").length;
