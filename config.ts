@@ -4,6 +4,7 @@ import { z } from "zod";
 import { MatrixError, type Location, type Problem } from "./matrix/errors.ts";
 import { allowedKeys, closest } from "./matrix/schema.ts";
 import { SourceFile } from "./matrix/source.ts";
+import { plaintextSecretProblems } from "./cli/stack.ts";
 
 /** Where images are pushed: ECR in an AWS account, a registry on this machine, or any other registry. */
 const RegistryConfig = z.strictObject({
@@ -80,6 +81,9 @@ export function readStackConfig(): StackConfig {
       fix: guess ? `did you mean 'strata:${guess}'? (pulumi config rm strata:${key})` : `remove it (pulumi config rm strata:${key}); strata reads ${CONFIG_KEYS.map((k) => `strata:${k}`).join(", ")}`,
     });
   }
+  // A secret in plain text in the stack file: the same rule `strata plan` applies (cli/stack.ts).
+  const stackFile = `Pulumi.${pulumi.getStack()}.yaml`;
+  if (existsSync(stackFile)) problems.push(...plaintextSecretProblems(SourceFile.read(stackFile)));
   const parse = <T extends z.ZodType>(key: string, schema: T, fallback: unknown): z.infer<T> | undefined => {
     const text = cfg.get(key);
     const raw = text === undefined ? fallback : parseValue(text);

@@ -1,8 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import { GpuRunnerFleet, parseFleetConfig } from "./components/fleet/index.ts";
-import { GitHubWiring, parseGitHubConfig } from "./components/github.ts";
+import { GitHubWiring, parseGitHubConfig, type GitHubConfig } from "./components/github.ts";
 import { BaseImage, RuntimeImage } from "./components/images.ts";
-import { Registry } from "./components/registry.ts";
+import { mutableRuntimeTagFilters, Registry } from "./components/registry.ts";
 import { baseRefsFromShards, ShardRegistry } from "./components/shards.ts";
 import { configLocation, readStackConfig, type StackConfig } from "./config.ts";
 import { MatrixError, formatProblem } from "./matrix/errors.ts";
@@ -28,10 +28,16 @@ function declare() {
   const plan = selectBases(loadMatrix(config.matrix), config.bases, configLocation("bases"));
   for (const w of plan.warnings) pulumi.log.warn(formatProblem(w, "warning"));
 
+  const gh = config.github !== undefined && !config.shardOf ? githubConfig(config) : undefined;
   // A base shard pushes to its root stack's registry; every other stack owns one.
   const registry = config.shardOf
     ? new ShardRegistry("registry", { root: config.shardOf, kind: config.registry.kind, username: config.registry.username, password: config.registryPassword })
-    : new Registry("registry", { config: config.registry, password: config.registryPassword, protectedTags: plan.bases.map((b) => b.tag) });
+    : new Registry("registry", {
+        config: config.registry,
+        password: config.registryPassword,
+        protectedTags: plan.bases.map((b) => b.tag),
+        mutableRuntimeTags: mutableRuntimeTagFilters(plan.runtimes.flatMap((r) => r.tags), { defaultBranch: gh?.defaultBranch ?? "main", release: config.release }),
+      });
   const destination = (repository: pulumi.Output<string>) => ({ repository, cacheRepository: registry.cacheRepository, auth: registry.auth });
 
   // With base shards, each base is built by a stack of its own and only read here.
@@ -55,8 +61,8 @@ function declare() {
       })
     : [];
 
-  const fleet = config.shardOf ? undefined : declareFleet(config.fleet, registry.repositoryArns);
-  if (config.github !== undefined && !config.shardOf) declareGitHub(config, plan, registry, baseRefs);
+  const fleet = config.shardOf ? undefined : declareFleet(config.fleet);
+  if (gh) declareGitHub(config, gh, plan, registry, baseRefs);
 
   return {
     registry: registry.address,
@@ -87,14 +93,17 @@ function declare() {
   };
 }
 
-/** OIDC roles, Actions variables and secrets (and, optionally, the generated workflows) on the configured repositories. */
-function declareGitHub(config: StackConfig, plan: BuildPlan, registry: Registry | ShardRegistry, baseRefs: pulumi.Input<Record<string, pulumi.Input<string>>>): GitHubWiring {
-  let gh;
+/** The validated `strata:github` config; a problem is an error at the setting. */
+function githubConfig(config: StackConfig): GitHubConfig {
   try {
-    gh = parseGitHubConfig(config.github, "strata:github");
+    return parseGitHubConfig(config.github, "strata:github");
   } catch (err) {
     throw new MatrixError([{ ...configLocation("github"), message: (err as Error).message, fix: "correct strata:github in the stack config (see the README's GitHub section)" }]);
   }
+}
+
+/** OIDC roles, Actions variables and secrets (and, optionally, the generated workflows) on the configured repositories. */
+function declareGitHub(config: StackConfig, gh: GitHubConfig, plan: BuildPlan, registry: Registry | ShardRegistry, baseRefs: pulumi.Input<Record<string, pulumi.Input<string>>>): GitHubWiring {
   const [bases, runtimes, cache] = registry.repositoryArns;
   return new GitHubWiring("github", {
     config: gh,
@@ -117,7 +126,7 @@ function declareGitHub(config: StackConfig, plan: BuildPlan, registry: Registry 
 }
 
 /** The GPU runner fleet, when `strata:fleet.enabled`; its GitHub App comes from `strata:githubApp*` settings. */
-function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]): GpuRunnerFleet | undefined {
+function declareFleet(raw: unknown): GpuRunnerFleet | undefined {
   let fleetConfig;
   try {
     fleetConfig = parseFleetConfig(raw ?? { enabled: false }, "strata:fleet");
@@ -139,6 +148,5 @@ function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]):
   return new GpuRunnerFleet("fleet", {
     config: fleetConfig,
     githubApp: { appId: cfg.require("githubAppId"), installationId: cfg.require("githubAppInstallationId"), privateKey: cfg.requireSecret("githubAppPrivateKey") },
-    pushRepositoryArns,
   });
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { WORKFLOW_FILES } from "../workflows/generate.ts";
 import { DEFAULT_LABELS } from "./fleet/config.ts";
 
 // What GitHub Actions may do in AWS and which variables it gets: the `strata:github` config, the roles' trust
@@ -47,7 +48,12 @@ const GitHubConfigSchema = z.strictObject({
     .string()
     .regex(/^arn:aws[a-z-]*:iam::\d{12}:oidc-provider\/token\.actions\.githubusercontent\.com$/, "must be the ARN of the account's token.actions.githubusercontent.com OIDC provider")
     .optional(),
-  /** Extra `sub` claims a role trusts, e.g. `repo:acme/strata:ref:refs/heads/release/*`. Default none. */
+  /**
+   * Extra `sub` claims a role trusts, in the customised format strata sets on the repositories
+   * (`repo:OWNER/NAME:CONTEXT:job_workflow_ref:OWNER/NAME/.github/workflows/FILE@REF`), e.g.
+   * `repo:acme/strata:ref:refs/heads/release:job_workflow_ref:acme/strata/.github/workflows/strata-build-bases.yml@refs/heads/release`.
+   * Default none.
+   */
   extraSubjects: z.strictObject({ pushBases: subjects, pushRuntimes: subjects, readOnly: subjects }).prefault({}),
   /** Accept trust subjects without a branch, tag or environment restriction (`repo:acme/strata:*`). Default false. */
   allowUnrestrictedTrust: z.boolean().default(false),
@@ -55,6 +61,14 @@ const GitHubConfigSchema = z.strictObject({
   runnerLabels: z.array(label).min(1).default([...DEFAULT_LABELS]),
   /** Also keep the generated workflows in the repositories (github.RepositoryFile). Default false. */
   commitWorkflows: z.boolean().default(false),
+}).superRefine((config, ctx) => {
+  // Each extra subject is checked at its own field (strata:github.extraSubjects.<role>[i]).
+  for (const [role, subs] of Object.entries(config.extraSubjects) as [RoleKey, string[]][]) {
+    subs.forEach((sub, i) => {
+      const problem = subjectProblem(sub, role, config.allowUnrestrictedTrust);
+      if (problem) ctx.addIssue({ code: "custom", path: ["extraSubjects", role, i], message: problem });
+    });
+  }
 });
 
 export type GitHubConfig = z.output<typeof GitHubConfigSchema>;
@@ -81,7 +95,7 @@ export function parseGitHubConfig(raw: unknown, where = "strata:github"): GitHub
   }
   const config = result.data;
   const trust = trustSubjects(config);
-  const problems = Object.entries(trust).flatMap(([role, subs]) => checkTrustSubjects(subs, config.allowUnrestrictedTrust).map((p) => `  ${where}: role ${role}: ${p}`));
+  const problems = (Object.entries(trust) as [RoleKey, string[]][]).flatMap(([role, subs]) => checkTrustSubjects(subs, role, config.allowUnrestrictedTrust).map((p) => `  ${where}: role ${role}: ${p}`));
   if (problems.length > 0) throw new GitHubConfigError(`unsafe trust in ${where}:\n${problems.join("\n")}`);
   return config;
 }
@@ -89,44 +103,104 @@ export function parseGitHubConfig(raw: unknown, where = "strata:github"): GitHub
 /** The three roles and what each may do. */
 export type RoleKey = "pushBases" | "pushRuntimes" | "readOnly";
 
+/**
+ * The claims strata puts in each repository's OIDC `sub` (ActionsRepositoryOidcSubjectClaimCustomizationTemplate).
+ * GitHub then writes `sub` as `repo:OWNER/NAME:CONTEXT:job_workflow_ref:WORKFLOW@REF`, where CONTEXT is
+ * `ref:refs/heads/B`, `ref:refs/tags/T`, `environment:E` or `pull_request` ("Customizing the subject claims",
+ * docs.github.com, about-security-hardening-with-openid-connect: `repo:octo-org/octo-repo:environment:prod:job_workflow_ref:octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/main`).
+ */
+export const OIDC_SUBJECT_CLAIMS = ["repo", "context", "job_workflow_ref"] as const;
+
+/** Release tags: the runtime push role trusts them, the tag ruleset protects them, ECR keeps them immutable. */
+export const RELEASE_TAG_PATTERN = "refs/tags/v*";
+
+/** `OWNER/NAME/.github/workflows/FILE@REF`, the `job_workflow_ref` of a job of that workflow run at that ref. */
+export function workflowRef(repository: string, file: string, ref: string): string {
+  return `${repository}/${file}@${ref}`;
+}
+
 /** The `token.actions.githubusercontent.com:sub` values each role trusts, for every configured repository. */
 export function trustSubjects(config: Pick<GitHubConfig, "repositories" | "defaultBranch" | "baseEnvironment" | "extraSubjects">): Record<RoleKey, string[]> {
   const per = (f: (repo: string) => string[]) => config.repositories.flatMap(f);
-  const branch = (repo: string) => `repo:${repo}:ref:refs/heads/${config.defaultBranch}`;
+  const branch = `refs/heads/${config.defaultBranch}`;
+  const sub = (repo: string, context: string, file: string, ref: string) => `repo:${repo}:${context}:job_workflow_ref:${workflowRef(repo, file, ref)}`;
   return {
-    pushBases: [...per((r) => [config.baseEnvironment ? `repo:${r}:environment:${config.baseEnvironment}` : branch(r)]), ...config.extraSubjects.pushBases],
-    pushRuntimes: [...per((r) => [branch(r), `repo:${r}:ref:refs/tags/v*`]), ...config.extraSubjects.pushRuntimes],
-    readOnly: [...per((r) => [`repo:${r}:pull_request`]), ...config.extraSubjects.readOnly],
+    // Only the base-build workflow, as it is on the default branch (in the protected environment when one is set).
+    pushBases: [
+      ...per((r) => [sub(r, config.baseEnvironment ? `environment:${config.baseEnvironment}` : `ref:${branch}`, WORKFLOW_FILES.bases, branch)]),
+      ...config.extraSubjects.pushBases,
+    ],
+    // Only the runtime workflow: on the default branch (branch tags such as `app-main`) and on protected release tags.
+    pushRuntimes: [
+      ...per((r) => [sub(r, `ref:${branch}`, WORKFLOW_FILES.runtimes, branch), sub(r, `ref:${RELEASE_TAG_PATTERN}`, WORKFLOW_FILES.runtimes, RELEASE_TAG_PATTERN)]),
+      ...config.extraSubjects.pushRuntimes,
+    ],
+    // Any workflow of the repository itself, run for a pull request: pull only.
+    readOnly: [...per((r) => [`repo:${r}:pull_request:job_workflow_ref:${r}/.github/workflows/*`]), ...config.extraSubjects.readOnly],
   };
 }
 
+const FIXED = /^[^*?\s]+$/;
+const WORKFLOW_FILE = /^[^*?\s/]+\/[^*?\s/]+\/\.github\/workflows\/[^*?\s/]+\.ya?ml$/;
+const WORKFLOW_PREFIX = /^[^*?\s/]+\/[^*?\s/]+\/\.github\/workflows\//;
+
 /**
- * Problems with trust subjects: each must name one repository (no wildcard in owner/name) and restrict it to a
- * branch or tag (`ref:refs/heads/<b>`, `ref:refs/tags/<t>`, a wildcard only after a fixed prefix), an environment
- * (`environment:<name>`) or pull requests (`pull_request`). `repo:x/y:*` and the like are refused unless
- * `allowUnrestricted` (then only a subject that is not about one repository at all is refused).
+ * What is wrong with one trust subject for a role, or undefined. A subject must be in the customised format,
+ * name one repository, and restrict it: a push role trusts a branch (`ref:refs/heads/NAME`, no wildcard), the
+ * protected release tags (`ref:refs/tags/v*`) or one tag, or an environment, and one workflow file at one ref
+ * (the release-tag pattern only with the release-tag context); only the read-only role may trust `pull_request`,
+ * with workflows under a fixed `OWNER/NAME/.github/workflows/`. Prefix wildcards (`main*`, `release/*`) are
+ * refused: they match branches anyone with write access can create. With `allowUnrestricted`, any subject of
+ * one named repository passes.
  */
-export function checkTrustSubjects(subs: string[], allowUnrestricted: boolean): string[] {
-  const problems: string[] = [];
-  for (const sub of subs) {
-    const m = /^repo:([^:]+)\/([^:]+):(.+)$/.exec(sub);
-    if (!m || /[*?]/.test(m[1]) || /[*?]/.test(m[2])) {
-      problems.push(`trust subject '${sub}' does not name one repository: use 'repo:OWNER/NAME:ref:refs/heads/BRANCH' (or :environment:NAME, :pull_request)`);
-      continue;
-    }
-    const rest = m[3];
-    const restricted =
-      rest === "pull_request" ||
-      /^ref:refs\/(heads|tags)\/[^*?]+/.test(rest) ||
-      /^environment:[^*?]+$/.test(rest);
-    if (!restricted && !allowUnrestricted) {
-      problems.push(
-        `trust subject '${sub}' has no branch, tag or environment restriction: any workflow run in ${m[1]}/${m[2]} (any branch, any pull request) could assume the role; ` +
-          `name a branch ('repo:${m[1]}/${m[2]}:ref:refs/heads/main') or an environment, or set allowUnrestrictedTrust: true if you really mean it`,
-      );
-    }
+export function subjectProblem(sub: string, role: RoleKey, allowUnrestricted: boolean): string | undefined {
+  const repo = /^repo:([^:]+)\/([^:]+):/.exec(sub);
+  if (!repo || /[*?]/.test(repo[1]!) || /[*?]/.test(repo[2]!)) {
+    return `trust subject '${sub}' does not name one repository: use 'repo:OWNER/NAME:ref:refs/heads/BRANCH:job_workflow_ref:OWNER/NAME/.github/workflows/FILE.yml@refs/heads/BRANCH'`;
   }
-  return problems;
+  if (allowUnrestricted) return undefined;
+  const name = `${repo[1]}/${repo[2]}`;
+  const example = `repo:${name}:ref:refs/heads/main:job_workflow_ref:${name}/.github/workflows/strata-build-bases.yml@refs/heads/main`;
+  const marker = sub.indexOf(":job_workflow_ref:");
+  if (marker < 0) {
+    return (
+      `trust subject '${sub}' is not in the subject format strata sets on the repositories (claims ${OIDC_SUBJECT_CLAIMS.join(", ")}): ` +
+      `write 'repo:OWNER/NAME:CONTEXT:job_workflow_ref:OWNER/NAME/.github/workflows/FILE@REF', e.g. '${example}' ` +
+      `(or set allowUnrestrictedTrust: true if you really mean any workflow run of the repository)`
+    );
+  }
+  const context = sub.slice(repo[0].length, marker);
+  const jobWorkflow = sub.slice(marker + ":job_workflow_ref:".length);
+  if (context === "pull_request") {
+    if (role !== "readOnly") return `trust subject '${sub}': pull requests get the read-only role only, never a push role`;
+    return WORKFLOW_PREFIX.test(jobWorkflow) ? undefined : `trust subject '${sub}': the job_workflow_ref must start with a fixed 'OWNER/NAME/.github/workflows/'`;
+  }
+  const c = /^(ref:refs\/heads\/|ref:refs\/tags\/|environment:)(.+)$/.exec(context);
+  if (!c) {
+    return `trust subject '${sub}' has no branch, tag or environment restriction: use 'ref:refs/heads/BRANCH', 'ref:${RELEASE_TAG_PATTERN}' or 'environment:NAME' as its context, e.g. '${example}'`;
+  }
+  const releaseTags = context === `ref:${RELEASE_TAG_PATTERN}`;
+  if (!releaseTags && !FIXED.test(c[2]!)) {
+    return (
+      `trust subject '${sub}': '${c[2]}' is a wildcard, which matches every branch, tag or environment with that prefix (anyone with write access can create one): ` +
+      `name exactly one, or use the protected release tags 'ref:${RELEASE_TAG_PATTERN}'`
+    );
+  }
+  const at = jobWorkflow.lastIndexOf("@");
+  const [file, ref] = at < 0 ? [jobWorkflow, ""] : [jobWorkflow.slice(0, at), jobWorkflow.slice(at + 1)];
+  if (!WORKFLOW_FILE.test(file)) {
+    return `trust subject '${sub}': job_workflow_ref must name one workflow file, 'OWNER/NAME/.github/workflows/FILE.yml@REF', without wildcards`;
+  }
+  const refOk = FIXED.test(ref) ? /^refs\/(heads|tags)\/./.test(ref) : releaseTags && ref === RELEASE_TAG_PATTERN;
+  if (!refOk) {
+    return `trust subject '${sub}': the workflow's ref '${ref}' must be one branch or tag ('refs/heads/NAME'), or '${RELEASE_TAG_PATTERN}' together with the context 'ref:${RELEASE_TAG_PATTERN}'`;
+  }
+  return undefined;
+}
+
+/** Every problem of a role's trust subjects (see `subjectProblem`). */
+export function checkTrustSubjects(subs: string[], role: RoleKey, allowUnrestricted: boolean): string[] {
+  return subs.flatMap((sub) => subjectProblem(sub, role, allowUnrestricted) ?? []);
 }
 
 /** ECR actions: pulling, and pushing (which needs the pull actions too, for layer checks). */
@@ -175,9 +249,15 @@ export function rolePolicy(role: RoleKey, arns: RepositoryArns): PolicyDocument 
   const login = { Sid: "EcrLogin", Effect: "Allow" as const, Action: ["ecr:GetAuthorizationToken"], Resource: "*" };
   const allow = (Sid: string, Action: string[], Resource: string[]) => ({ Sid, Effect: "Allow" as const, Action, Resource });
   const statements = {
-    // The publish job runs the root stack's program (targeted at STRATA_BASE_REFS); the fleet reads the public
-    // Deep Learning AMI parameter there.
-    pushBases: [login, allow("PushBasesAndCache", ECR_PUSH, [arns.bases, arns.cache]), allow("ReadPublicParameters", ["ssm:GetParameter"], ["arn:aws:ssm:*::parameter/aws/service/*"])],
+    // The publish job runs the root stack's program (targeted at STRATA_BASE_REFS), whose lookups run in full: the
+    // fleet reads the public Deep Learning AMI parameter, the AMI's root device, the zones offering its instance
+    // types and an existing VPC (Describe* actions have no resource-level permissions).
+    pushBases: [
+      login,
+      allow("PushBasesAndCache", ECR_PUSH, [arns.bases, arns.cache]),
+      allow("ReadPublicParameters", ["ssm:GetParameter"], ["arn:aws:ssm:*::parameter/aws/service/*"]),
+      allow("ProgramLookups", ["ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeVpcs"], ["*"]),
+    ],
     pushRuntimes: [login, allow("PushRuntimesAndCache", ECR_PUSH, [arns.runtimes, arns.cache]), allow("PullBases", ECR_PULL, [arns.bases])],
     readOnly: [login, allow("PullAll", ECR_PULL, [arns.bases, arns.runtimes, arns.cache])],
   }[role];

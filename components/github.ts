@@ -1,9 +1,27 @@
 import * as aws from "@pulumi/aws";
 import * as github from "@pulumi/github";
 import * as pulumi from "@pulumi/pulumi";
-import { GITHUB_OIDC_URL, GitHubConfig, GitHubConfigError, RoleKey, SECRETS, STS_AUDIENCE, VARIABLES, checkTrustSubjects, rolePolicy, stableJson, trustPolicy, trustSubjects } from "./github-trust.ts";
+import {
+  GITHUB_OIDC_URL,
+  GitHubConfig,
+  GitHubConfigError,
+  OIDC_SUBJECT_CLAIMS,
+  RELEASE_TAG_PATTERN,
+  RoleKey,
+  SECRETS,
+  STS_AUDIENCE,
+  VARIABLES,
+  checkTrustSubjects,
+  rolePolicy,
+  stableJson,
+  trustPolicy,
+  trustSubjects,
+} from "./github-trust.ts";
 
 export * from "./github-trust.ts";
+
+/** GitHub's id of the base repository role "Admin" (ruleset bypass actors of type `RepositoryRole`). */
+export const REPOSITORY_ADMIN_ROLE_ID = 5;
 
 export interface GitHubWiringArgs {
   /** The parsed `strata:github` config (`parseGitHubConfig`). */
@@ -31,10 +49,12 @@ export interface GitHubWiringArgs {
 
 /**
  * GitHub Actions wiring: AWS access by OIDC (no keys anywhere): a GitHub OIDC provider (or the account's existing
- * one), three roles whose trust is limited by the token's `sub` and `aud` claims (push-bases: default branch or a
- * protected environment; push-runtimes: default branch and `v*` tags; read-only: pull requests) and whose
- * policies reach only strata's repositories; and the Actions variables and secrets the generated workflows read,
- * all taken from outputs so they change exactly when the infrastructure does.
+ * one), three roles whose trust is limited by the token's `sub` and `aud` claims and whose policies reach only
+ * strata's repositories. Each repository's OIDC subject is customised to carry `job_workflow_ref`, so push-bases
+ * trusts only the base-build workflow on the default branch (or its protected environment), push-runtimes only the
+ * runtime workflow on the default branch and on release tags (`v*`, which a tag ruleset lets only repository admins
+ * create and nobody move or delete), read-only any workflow run for a pull request. Also the Actions variables and
+ * secrets the generated workflows read, all taken from outputs so they change exactly when the infrastructure does.
  */
 export class GitHubWiring extends pulumi.ComponentResource {
   /** Role ARNs by role, when the registry is ECR. */
@@ -49,7 +69,7 @@ export class GitHubWiring extends pulumi.ComponentResource {
     super("strata:github:GitHubWiring", name, {}, opts);
     const { config } = args;
     const subs = trustSubjects(config);
-    const unsafe = Object.entries(subs).flatMap(([role, s]) => checkTrustSubjects(s, config.allowUnrestrictedTrust).map((p) => `role ${role}: ${p}`));
+    const unsafe = (Object.entries(subs) as [RoleKey, string[]][]).flatMap(([role, s]) => checkTrustSubjects(s, role, config.allowUnrestrictedTrust).map((p) => `role ${role}: ${p}`));
     if (unsafe.length > 0) throw new GitHubConfigError(`unsafe trust in strata:github:\n  ${unsafe.join("\n  ")}`);
 
     this.baseRefsJson = pulumi.output(args.baseRefs).apply((refs) => stableJson(refs));
@@ -107,6 +127,24 @@ export class GitHubWiring extends pulumi.ComponentResource {
       }
       const child = { parent: this, provider };
       const id = `${name}-${owner}-${repo}`.toLowerCase();
+      if (this.roleArns) {
+        // The roles' trust subjects are in this format: without it no job of the repository could assume them.
+        new github.ActionsRepositoryOidcSubjectClaimCustomizationTemplate(`${id}-oidc-subject`, { repository: repo, useDefault: false, includeClaimKeys: [...OIDC_SUBJECT_CLAIMS] }, child);
+        // push-runtimes trusts release tags: only repository admins may create them, nobody may move or delete one.
+        new github.RepositoryRuleset(
+          `${id}-release-tags`,
+          {
+            repository: repo,
+            name: "strata release tags",
+            target: "tag",
+            enforcement: "active",
+            conditions: { refName: { includes: [RELEASE_TAG_PATTERN], excludes: [] } },
+            rules: { creation: true, update: true, deletion: true },
+            bypassActors: [{ actorType: "RepositoryRole", actorId: REPOSITORY_ADMIN_ROLE_ID, bypassMode: "always" }],
+          },
+          child,
+        );
+      }
       for (const variableName of this.variableNames) {
         new github.ActionsVariable(`${id}-${variableName}`, { repository: repo, variableName, value: variables[variableName] }, child);
       }

@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import type { RegistryConfig } from "../config.ts";
+import type { RegistryConfig, ReleaseConfig } from "../config.ts";
+import { renderTemplate } from "../matrix/plan.ts";
 
 /** Credentials a builder pushes with. */
 export interface RegistryAuth {
@@ -19,6 +20,11 @@ export interface RegistryArgs {
    * one is refused. Default none.
    */
   protectedTags?: string[];
+  /**
+   * ECR: wildcard filters of the runtime tags that stay mutable (`mutableRuntimeTagFilters`); every other runtime
+   * tag, i.e. every released one, is immutable. Default: only pull-request tags (`pr-*`).
+   */
+  mutableRuntimeTags?: string[];
 }
 
 /** Tags of pull-request builds start with this; lifecycle rules expire them. */
@@ -27,7 +33,8 @@ export const PULL_REQUEST_TAG_PREFIX = "pr-";
 /**
  * Where strata's images live: three repositories (bases, runtimes, build cache) in ECR, in a local registry on
  * loopback, or in any external registry. Base tags are content-addressed, so the bases repository is
- * tag-immutable in ECR; cache tags are rewritten on every build, so the cache has a mutable repository of its own.
+ * tag-immutable in ECR; released runtime tags are immutable too (only branch and pull-request tags move); cache
+ * tags are rewritten on every build, so the cache has a mutable repository of its own.
  */
 export class Registry extends pulumi.ComponentResource {
   /** Registry host[:port]. */
@@ -49,8 +56,8 @@ export class Registry extends pulumi.ComponentResource {
 
     if (config.kind === "ecr") {
       const repos = {
-        bases: ecrRepository(`${name}-bases`, repoNames.bases, "IMMUTABLE_WITH_EXCLUSION", config, this),
-        runtimes: ecrRepository(`${name}-runtimes`, repoNames.runtimes, "MUTABLE", config, this),
+        bases: ecrRepository(`${name}-bases`, repoNames.bases, [PULL_REQUEST_FILTER], config, this),
+        runtimes: ecrRepository(`${name}-runtimes`, repoNames.runtimes, args.mutableRuntimeTags ?? [PULL_REQUEST_FILTER], config, this),
         cache: ecrRepository(`${name}-cache`, repoNames.cache, "MUTABLE", config, this),
       };
       const rules = lifecycleRules(config);
@@ -126,10 +133,47 @@ export function checkProtectedTags(rules: LifecycleRule[], tags: string[]): void
   }
 }
 
+/** Pull-request tags are rebuilt under the same name within a pull request. */
+const PULL_REQUEST_FILTER = `${PULL_REQUEST_TAG_PREFIX}*`;
+/** ECR takes at most five tag mutability exclusion filters, each of these characters. */
+export const MAX_EXCLUSION_FILTERS = 5;
+const EXCLUSION_FILTER = /^[0-9a-zA-Z._*-]{1,128}$/;
+
+/**
+ * The runtime tags that move by design, as ECR wildcard filters: a tag rendered for a non-release build (the
+ * default branch's builds, whose `{version}` is the branch name, and the stack's own `strata:release.version` when
+ * it is not a `v…` release) and a tag that names no release at all (no `{version}` and no `{sha}`, e.g.
+ * `{name}-latest`). `{name}` and `{base}` become `*`, and `{sha}` too (a branch tag is rebuilt at every commit).
+ * Everything else, i.e. every tag of a `v…` release, stays immutable. Pull-request tags (`pr-*`) are always mutable.
+ */
+export function mutableRuntimeTagFilters(templates: readonly string[], opts: { defaultBranch: string; release: ReleaseConfig }): string[] {
+  const versions = [...new Set([opts.defaultBranch, ...(opts.release.version.startsWith("v") ? [] : [opts.release.version])])];
+  const filters = new Set<string>([PULL_REQUEST_FILTER]);
+  for (const template of new Set(templates)) {
+    const has = (p: string) => template.includes(`{${p}}`);
+    const render = (version: string) =>
+      renderTemplate(template, { name: "*", base: "*", version, branch: opts.release.branch, sha: "*" }).value.replace(/\*+/g, "*");
+    if (has("version")) for (const v of versions) filters.add(render(v));
+    else if (!has("sha")) filters.add(render(""));
+  }
+  const list = [...filters];
+  const bad = list.filter((f) => !EXCLUSION_FILTER.test(f));
+  if (bad.length > 0) {
+    throw new pulumi.RunError(`runtime tags: mutable tag filter(s) ${bad.map((f) => `'${f}'`).join(", ")} are not ECR tag filters (letters, digits, '.', '_', '-', '*'): check strata:release and the default branch name`);
+  }
+  if (list.length > MAX_EXCLUSION_FILTERS) {
+    throw new pulumi.RunError(
+      `runtime tags: ${list.length} kinds of mutable tag (${list.join(", ")}), but ECR keeps at most ${MAX_EXCLUSION_FILTERS} mutable-tag filters per repository: ` +
+        `use fewer runtime tag templates (defaults.runtimeTags in the matrix) or a strata:release.version starting with 'v'`,
+    );
+  }
+  return list;
+}
+
 function ecrRepository(
   name: string,
   repositoryName: string,
-  mutability: "MUTABLE" | "IMMUTABLE_WITH_EXCLUSION",
+  mutability: "MUTABLE" | string[],
   config: RegistryConfig,
   parent: pulumi.Resource,
 ): aws.ecr.Repository {
@@ -137,10 +181,8 @@ function ecrRepository(
     name,
     {
       name: repositoryName,
-      imageTagMutability: mutability,
-      // Pull-request tags are rebuilt under the same name within a pull request.
-      imageTagMutabilityExclusionFilters:
-        mutability === "IMMUTABLE_WITH_EXCLUSION" ? [{ filter: `${PULL_REQUEST_TAG_PREFIX}*`, filterType: "WILDCARD" }] : undefined,
+      imageTagMutability: mutability === "MUTABLE" ? "MUTABLE" : "IMMUTABLE_WITH_EXCLUSION",
+      imageTagMutabilityExclusionFilters: mutability === "MUTABLE" ? undefined : mutability.map((filter) => ({ filter, filterType: "WILDCARD" })),
       imageScanningConfiguration: { scanOnPush: true },
       encryptionConfigurations: [config.kmsKeyArn ? { encryptionType: "KMS", kmsKey: config.kmsKeyArn } : { encryptionType: "AES256" }],
       forceDelete: config.forceDelete,

@@ -10,11 +10,15 @@ REGION="{{REGION}}"
 PARAM_PREFIX="{{PARAM_PREFIX}}"
 MAX_RUNTIME_MINUTES="{{MAX_RUNTIME_MINUTES}}"
 RUNNER_VERSION="{{RUNNER_VERSION}}"
+RUNNER_SHA256="{{RUNNER_SHA256}}"
 RUNNER_USER="{{RUNNER_USER}}"
 
 RUNNER_DIR=/opt/actions-runner
 DATA_MOUNT=/mnt/strata
 PARAM_WAIT_SECONDS=300
+SPOT_POLL_SECONDS=5
+IMDS=http://169.254.169.254/latest
+SPOT_WATCHER=""
 
 exec > >(tee -a /var/log/strata-runner.log | logger -t strata-runner) 2>&1
 
@@ -22,9 +26,34 @@ log() {
   echo "strata: $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"
 }
 
+# Succeeds when FILE's sha256 is SHA (64 lowercase hex digits).
+verify_sha256() {
+  local file="$1" want="$2" got
+  got="$(sha256sum "${file}" | cut -d ' ' -f 1)"
+  if [[ "${got}" != "${want}" ]]; then
+    log "sha256 of ${file} is ${got}, expected ${want}: refusing to use it"
+    return 1
+  fi
+}
+
+# Polls IMDS for an EC2 spot interruption notice; on one, says so in the runner's console log and stops.
+# shellcheck disable=SC2317  # runs in the background
+watch_spot_interruption() {
+  local token notice
+  while :; do
+    token="$(curl -fsS -X PUT "${IMDS}/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300" 2>/dev/null || true)"
+    if notice="$(curl -fsS -H "X-aws-ec2-metadata-token: ${token}" "${IMDS}/meta-data/spot/instance-action" 2>/dev/null)"; then
+      log "SPOT INTERRUPTION: instance ${INSTANCE_ID:-unknown} is being interrupted by EC2 (${notice}); the job on this runner will stop within two minutes"
+      return 0
+    fi
+    sleep "${SPOT_POLL_SECONDS}"
+  done
+}
+
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 terminate() {
   local rc=$?
+  if [[ -n "${SPOT_WATCHER}" ]]; then kill "${SPOT_WATCHER}" 2>/dev/null || true; fi
   log "exiting with status ${rc}; shutting down (terminates the instance)"
   sync || true
   shutdown -h now || poweroff || true
@@ -35,7 +64,6 @@ trap terminate EXIT
 shutdown -h "+${MAX_RUNTIME_MINUTES}" "strata: max runtime reached" || true
 
 # --- instance identity via IMDSv2 ------------------------------------------
-IMDS=http://169.254.169.254/latest
 IMDS_TOKEN="$(curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -X PUT "${IMDS}/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")"
 INSTANCE_ID="$(curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" "${IMDS}/meta-data/instance-id")"
 unset IMDS_TOKEN
@@ -44,6 +72,8 @@ if [[ ! "${INSTANCE_ID}" =~ ^i-[0-9a-f]+$ ]]; then
   exit 1
 fi
 log "instance ${INSTANCE_ID}, watchdog ${MAX_RUNTIME_MINUTES} min"
+watch_spot_interruption &
+SPOT_WATCHER=$!
 
 # --- instance-store NVMe for Docker / BuildKit data ---------------------------
 mapfile -t NVME_DEVICES < <(find /dev/disk/by-id/ -name 'nvme-Amazon_EC2_NVMe_Instance_Storage_*' ! -name '*-part*' -exec readlink -f {} + 2>/dev/null | sort -u)
@@ -103,17 +133,19 @@ if getent group docker >/dev/null 2>&1; then
 fi
 
 if [[ ! -x "${RUNNER_DIR}/run.sh" ]]; then
-  case "$(uname -m)" in
-    x86_64) RUNNER_ARCH=x64 ;;
-    aarch64) RUNNER_ARCH=arm64 ;;
-    *) log "unsupported architecture $(uname -m)"; exit 1 ;;
-  esac
-  log "downloading actions runner ${RUNNER_VERSION} (${RUNNER_ARCH})"
+  # The pinned checksum is of the linux-x64 package.
+  if [[ "$(uname -m)" != x86_64 ]]; then
+    log "unsupported architecture $(uname -m): the pinned actions runner checksum is for linux-x64 (or bake the runner into the AMI at ${RUNNER_DIR})"
+    exit 1
+  fi
+  log "downloading actions runner ${RUNNER_VERSION} (x64)"
   mkdir -p "${RUNNER_DIR}"
-  curl -fsSL --retry 5 --retry-delay 2 -o /tmp/actions-runner.tar.gz \
-    "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-${RUNNER_ARCH}-${RUNNER_VERSION}.tar.gz"
-  tar -xzf /tmp/actions-runner.tar.gz -C "${RUNNER_DIR}"
-  rm -f /tmp/actions-runner.tar.gz
+  TARBALL="$(mktemp /tmp/actions-runner.XXXXXX)"
+  curl -fsSL --retry 5 --retry-delay 2 -o "${TARBALL}" \
+    "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-x64-${RUNNER_VERSION}.tar.gz"
+  verify_sha256 "${TARBALL}" "${RUNNER_SHA256}"
+  tar -xzf "${TARBALL}" -C "${RUNNER_DIR}"
+  rm -f "${TARBALL}"
   "${RUNNER_DIR}/bin/installdependencies.sh" || log "installdependencies.sh failed; continuing"
 fi
 if mountpoint -q "${DATA_MOUNT}"; then
@@ -126,7 +158,10 @@ chown -R "${RUNNER_USER}:" "${RUNNER_DIR}"
 log "starting runner (one job)"
 cd "${RUNNER_DIR}"
 set +e
-runuser -u "${RUNNER_USER}" -- ./run.sh --jitconfig "${JIT_CONFIG}"
+# The runner takes its jitconfig argument also from ACTIONS_RUNNER_INPUT_JITCONFIG (actions/runner CommandSettings.cs: every
+# ACTIONS_RUNNER_INPUT_<ARG> variable, jitconfig masked as a secret and removed from its environment), so the config
+# never appears on a command line, which every local user can read in /proc/<pid>/cmdline.
+ACTIONS_RUNNER_INPUT_JITCONFIG="${JIT_CONFIG}" runuser -u "${RUNNER_USER}" -- ./run.sh
 RUNNER_STATUS=$?
 set -e
 unset JIT_CONFIG

@@ -7,8 +7,10 @@ import {
   parseGitHubConfig,
   rolePolicy,
   stableJson,
+  subjectProblem,
   trustPolicy,
   trustSubjects,
+  type RoleKey,
 } from "../components/github.ts";
 import { shardRefStatus, shardStackName, shardStacks } from "../components/shards.ts";
 
@@ -42,34 +44,74 @@ describe("parseGitHubConfig", () => {
     assert.throws(() => parseGitHubConfig({ repositories: ["a/b"], baseEnvironment: "prod*" }), /baseEnvironment: must name one environment/);
   });
 
-  test("a trust subject without a branch, tag or environment restriction is refused unless allowed", () => {
+  test("a trust subject without a branch, tag or environment restriction is refused at its field unless allowed", () => {
     const raw = { repositories: ["acme/strata"], extraSubjects: { pushBases: ["repo:acme/strata:*"] } };
-    assert.throws(() => parseGitHubConfig(raw), (e: Error) => e instanceof GitHubConfigError && /role pushBases: trust subject 'repo:acme\/strata:\*' has no branch, tag or environment restriction.*allowUnrestrictedTrust: true/.test(e.message));
+    assert.throws(
+      () => parseGitHubConfig(raw),
+      (e: Error) => e instanceof GitHubConfigError && e.message.includes("strata:github.extraSubjects.pushBases[0]: trust subject 'repo:acme/strata:*' is not in the subject format") && e.message.includes("allowUnrestrictedTrust: true"),
+    );
     assert.doesNotThrow(() => parseGitHubConfig({ ...raw, allowUnrestrictedTrust: true }));
     // Not about one repository at all: refused even when unrestricted trust is allowed.
-    assert.throws(() => parseGitHubConfig({ repositories: ["acme/strata"], allowUnrestrictedTrust: true, extraSubjects: { readOnly: ["repo:acme/*"] } }), /does not name one repository/);
+    assert.throws(() => parseGitHubConfig({ repositories: ["acme/strata"], allowUnrestrictedTrust: true, extraSubjects: { readOnly: ["repo:acme/*"] } }), /extraSubjects\.readOnly\[0\]: trust subject 'repo:acme\/\*' does not name one repository/);
   });
 
-  test("checkTrustSubjects tells restricted from unrestricted subjects", () => {
-    const ok = ["repo:a/b:ref:refs/heads/main", "repo:a/b:ref:refs/tags/v*", "repo:a/b:environment:bases", "repo:a/b:pull_request", "repo:a/b:ref:refs/heads/release/*"];
-    assert.deepEqual(checkTrustSubjects(ok, false), []);
-    for (const bad of ["repo:a/b:*", "repo:a/b:ref:*", "repo:a/b:ref:refs/heads/*", "repo:a/b:environment:*", "repo:a/b:job_workflow_ref:x"]) {
-      assert.equal(checkTrustSubjects([bad], false).length, 1, bad);
+  test("extra subjects must be in the workflow-pinned format", () => {
+    const old = "repo:acme/strata:ref:refs/heads/release";
+    assert.throws(() => parseGitHubConfig({ repositories: ["acme/strata"], extraSubjects: { pushBases: [old] } }), /extraSubjects\.pushBases\[0\]: .*not in the subject format strata sets.*job_workflow_ref/);
+    const ok = "repo:acme/strata:ref:refs/heads/release:job_workflow_ref:acme/strata/.github/workflows/strata-build-bases.yml@refs/heads/release";
+    assert.deepEqual(parseGitHubConfig({ repositories: ["acme/strata"], extraSubjects: { pushBases: [ok] } }).extraSubjects.pushBases, [ok]);
+  });
+
+  test("prefix wildcards are refused in trust subjects, branch and environment settings", () => {
+    const wf = "job_workflow_ref:a/b/.github/workflows/strata-build-bases.yml@refs/heads/main";
+    for (const bad of [`repo:a/b:ref:refs/heads/main*:${wf}`, `repo:a/b:ref:refs/heads/release/*:${wf}`, `repo:a/b:environment:prod*:${wf}`, `repo:a/b:ref:refs/tags/release-*:${wf}`]) {
+      assert.throws(() => parseGitHubConfig({ repositories: ["a/b"], extraSubjects: { pushBases: [bad] } }), /extraSubjects\.pushBases\[0\]: .*is a wildcard/, bad);
     }
-    assert.equal(checkTrustSubjects(["*"], true).length, 1);
+    assert.throws(() => parseGitHubConfig({ repositories: ["a/b"], defaultBranch: "main*" }), /strata:github\.defaultBranch: must name one branch, without wildcards/);
+  });
+
+  test("subjectProblem: what each role may trust", () => {
+    const wf = (file: string, ref: string) => `job_workflow_ref:a/b/.github/workflows/${file}@${ref}`;
+    const ok: [string, RoleKey][] = [
+      [`repo:a/b:ref:refs/heads/main:${wf("strata-build-bases.yml", "refs/heads/main")}`, "pushBases"],
+      [`repo:a/b:environment:bases:${wf("strata-build-bases.yml", "refs/heads/main")}`, "pushBases"],
+      [`repo:a/b:ref:refs/tags/v*:${wf("strata-build-runtimes.yml", "refs/tags/v*")}`, "pushRuntimes"],
+      [`repo:a/b:ref:refs/tags/v1.0.0:${wf("strata-build-runtimes.yml", "refs/tags/v1.0.0")}`, "pushRuntimes"],
+      ["repo:a/b:pull_request:job_workflow_ref:a/b/.github/workflows/*", "readOnly"],
+    ];
+    for (const [sub, role] of ok) assert.equal(subjectProblem(sub, role, false), undefined, sub);
+    const bad: [string, RoleKey, RegExp][] = [
+      ["repo:a/b:*", "pushBases", /not in the subject format/],
+      ["repo:a/b:ref:refs/heads/main", "pushBases", /not in the subject format/],
+      ["repo:a/b:pull_request:job_workflow_ref:a/b/.github/workflows/*", "pushBases", /read-only role only/],
+      [`repo:a/b:ref:refs/heads/main:job_workflow_ref:a/b/.github/workflows/*`, "pushBases", /one workflow file/],
+      [`repo:a/b:ref:refs/heads/main:${wf("x.yml", "refs/heads/*")}`, "pushBases", /must be one branch or tag/],
+      [`repo:a/b:ref:refs/heads/main:${wf("x.yml", "refs/tags/v*")}`, "pushBases", /together with the context/],
+      [`repo:a/b:job_workflow_ref:${wf("x.yml", "refs/heads/main").slice("job_workflow_ref:".length)}`, "pushBases", /no branch, tag or environment restriction/],
+      ["repo:a/b:pull_request:job_workflow_ref:*", "readOnly", /fixed 'OWNER\/NAME\/\.github\/workflows\/'/],
+    ];
+    for (const [sub, role, re] of bad) assert.match(subjectProblem(sub, role, false) ?? "", re, sub);
+    assert.deepEqual(checkTrustSubjects(["*"], "readOnly", true).length, 1);
   });
 });
 
 describe("trust and permission policies", () => {
   const config = parseGitHubConfig({ repositories: ["acme/strata", "acme/other"] });
 
-  test("push-bases trusts the default branch (or only the environment), push-runtimes also v* tags, read-only pull requests", () => {
+  test("push-bases trusts the base workflow on the default branch (or in the environment), push-runtimes the runtime workflow on it and on v* tags, read-only pull requests", () => {
     const subs = trustSubjects(config);
-    assert.deepEqual(subs.pushBases, ["repo:acme/strata:ref:refs/heads/main", "repo:acme/other:ref:refs/heads/main"]);
-    assert.deepEqual(subs.pushRuntimes, ["repo:acme/strata:ref:refs/heads/main", "repo:acme/strata:ref:refs/tags/v*", "repo:acme/other:ref:refs/heads/main", "repo:acme/other:ref:refs/tags/v*"]);
-    assert.deepEqual(subs.readOnly, ["repo:acme/strata:pull_request", "repo:acme/other:pull_request"]);
+    const bases = (r: string) => `job_workflow_ref:${r}/.github/workflows/strata-build-bases.yml@refs/heads/main`;
+    const runtimes = (r: string, ref: string) => `job_workflow_ref:${r}/.github/workflows/strata-build-runtimes.yml@${ref}`;
+    assert.deepEqual(subs.pushBases, [`repo:acme/strata:ref:refs/heads/main:${bases("acme/strata")}`, `repo:acme/other:ref:refs/heads/main:${bases("acme/other")}`]);
+    assert.deepEqual(subs.pushRuntimes, [
+      `repo:acme/strata:ref:refs/heads/main:${runtimes("acme/strata", "refs/heads/main")}`,
+      `repo:acme/strata:ref:refs/tags/v*:${runtimes("acme/strata", "refs/tags/v*")}`,
+      `repo:acme/other:ref:refs/heads/main:${runtimes("acme/other", "refs/heads/main")}`,
+      `repo:acme/other:ref:refs/tags/v*:${runtimes("acme/other", "refs/tags/v*")}`,
+    ]);
+    assert.deepEqual(subs.readOnly, ["repo:acme/strata:pull_request:job_workflow_ref:acme/strata/.github/workflows/*", "repo:acme/other:pull_request:job_workflow_ref:acme/other/.github/workflows/*"]);
     const env = trustSubjects(parseGitHubConfig({ repositories: ["acme/strata"], baseEnvironment: "bases" }));
-    assert.deepEqual(env.pushBases, ["repo:acme/strata:environment:bases"]);
+    assert.deepEqual(env.pushBases, [`repo:acme/strata:environment:bases:${bases("acme/strata")}`]);
   });
 
   test("the trust policy requires the STS audience and matches sub exactly, or by StringLike for patterns", () => {
@@ -92,7 +134,9 @@ describe("trust and permission policies", () => {
     assert.deepEqual(resources("readOnly", "ecr:PutImage"), []);
     assert.deepEqual(resources("readOnly", "ecr:BatchGetImage"), [ARNS.bases, ARNS.runtimes, ARNS.cache]);
     for (const role of ["pushBases", "pushRuntimes", "readOnly"] as const) {
-      for (const s of rolePolicy(role, ARNS).Statement) if (s.Resource === "*") assert.deepEqual(s.Action, ["ecr:GetAuthorizationToken"]);
+      for (const s of rolePolicy(role, ARNS).Statement) {
+        if ([s.Resource].flat().includes("*")) assert.ok(s.Action.every((a) => a === "ecr:GetAuthorizationToken" || a.startsWith("ec2:Describe")), `${role} ${s.Sid}: only reads on *`);
+      }
     }
   });
 
@@ -192,7 +236,10 @@ describe("under Pulumi mocks", () => {
     assert.deepEqual(roles.map((r) => r.name).sort(), ["github-push-bases", "github-push-runtimes", "github-read-only"]);
     const trust = JSON.parse(roles.find((r) => r.name === "github-push-bases")!.inputs.assumeRolePolicy);
     assert.equal(trust.Statement[0].Principal.Federated, "arn:aws:test::123456789012:github-oidc");
-    assert.deepEqual(trust.Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"], ["repo:acme/strata:ref:refs/heads/main", "repo:other-org/app:ref:refs/heads/main"]);
+    assert.deepEqual(trust.Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"], [
+      "repo:acme/strata:ref:refs/heads/main:job_workflow_ref:acme/strata/.github/workflows/strata-build-bases.yml@refs/heads/main",
+      "repo:other-org/app:ref:refs/heads/main:job_workflow_ref:other-org/app/.github/workflows/strata-build-bases.yml@refs/heads/main",
+    ]);
     const policy = JSON.parse(of("aws:iam/rolePolicy:RolePolicy").find((p) => p.name === "github-push-bases")!.inputs.policy);
     assert.deepEqual(policy.Statement[1].Resource, [ARNS.bases, ARNS.cache]);
 
@@ -219,9 +266,31 @@ describe("under Pulumi mocks", () => {
     const secrets = of("github:index/actionsSecret:ActionsSecret");
     assert.deepEqual(secrets.map((s) => `${s.inputs.repository}/${s.inputs.secretName}`).sort(), ["app/STRATA_REGISTRY_PASSWORD", "strata/STRATA_REGISTRY_PASSWORD"]);
     assert.ok(secrets.every((s) => isSecret(s.inputs.value) && unwrap(s.inputs.value) === "hunter2"));
+    const templates = of("github:index/actionsRepositoryOidcSubjectClaimCustomizationTemplate:ActionsRepositoryOidcSubjectClaimCustomizationTemplate");
+    assert.deepEqual(templates.map((t) => [t.inputs.repository, t.inputs.useDefault, t.inputs.includeClaimKeys]).sort(), [
+      ["app", false, ["repo", "context", "job_workflow_ref"]],
+      ["strata", false, ["repo", "context", "job_workflow_ref"]],
+    ]);
+    const rulesets = of("github:index/repositoryRuleset:RepositoryRuleset");
+    assert.equal(rulesets.length, 2);
+    for (const r of rulesets) {
+      assert.equal(r.inputs.target, "tag");
+      assert.equal(r.inputs.enforcement, "active");
+      assert.deepEqual(r.inputs.conditions, { refName: { includes: ["refs/tags/v*"], excludes: [] } });
+      assert.deepEqual(r.inputs.rules, { creation: true, update: true, deletion: true });
+      assert.deepEqual(r.inputs.bypassActors, [{ actorType: "RepositoryRole", actorId: 5, bypassMode: "always" }]);
+    }
     const files = of("github:index/repositoryFile:RepositoryFile");
     assert.equal(files.length, 2);
     assert.equal(files[0].inputs.branch, "main");
+  });
+
+  test("GitHubWiring without ECR roles leaves the repository's OIDC subject and tag rules alone", async () => {
+    new github.GitHubWiring("ext", { config: github.parseGitHubConfig({ repositories: ["acme/ext"] }), registry: "ghcr.io", baseRefs: {}, region: "us-west-2" });
+    await settle();
+    assert.equal(of("github:index/actionsVariable:ActionsVariable").filter((v) => v.inputs.repository === "ext").length > 0, true);
+    assert.deepEqual(of("github:index/actionsRepositoryOidcSubjectClaimCustomizationTemplate:ActionsRepositoryOidcSubjectClaimCustomizationTemplate").filter((t) => t.inputs.repository === "ext"), []);
+    assert.deepEqual(of("github:index/repositoryRuleset:RepositoryRuleset").filter((t) => t.inputs.repository === "ext"), []);
   });
 
   test("GitHubWiring reuses an existing OIDC provider by ARN", async () => {
@@ -238,7 +307,7 @@ describe("under Pulumi mocks", () => {
   test("GitHubWiring refuses commitWorkflows without files and a config with unrestricted trust", () => {
     assert.throws(() => new github.GitHubWiring("nofiles", { config: github.parseGitHubConfig({ repositories: ["a/b"], commitWorkflows: true }), registry: "r", baseRefs: {} }), /commitWorkflows is true but no workflows were passed/);
     const unsafe = { ...github.parseGitHubConfig({ repositories: ["a/b"] }), extraSubjects: { pushBases: ["repo:a/b:*"], pushRuntimes: [], readOnly: [] } };
-    assert.throws(() => new github.GitHubWiring("unsafe", { config: unsafe, registry: "r", repositoryArns: ARNS, baseRefs: {} }), /no branch, tag or environment restriction/);
+    assert.throws(() => new github.GitHubWiring("unsafe", { config: unsafe, registry: "r", repositoryArns: ARNS, baseRefs: {} }), /role pushBases: trust subject 'repo:a\/b:\*' is not in the subject format/);
   });
 
   test("baseRefsFromShards reads each shard through a StackReference and keeps only current refs", async () => {

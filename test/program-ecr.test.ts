@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runProgram, type ProgramRun, type RecordedResource } from "../cli/program.ts";
+import { mutableRuntimeTagFilters } from "../components/registry.ts";
 import { SIMPLE_MATRIX, cleanup, simpleProject } from "./helpers.ts";
 
 // An ECR stack whose one base builds for two platforms.
@@ -28,11 +29,14 @@ function findCreatedResource(type: string, name: string): RecordedResource {
 }
 
 describe("program: ECR registry", () => {
-  test("three repositories: bases immutable (pull-request tags excepted), runtimes and cache writable", () => {
+  test("three repositories: bases and released runtimes immutable (pull-request and branch tags excepted), cache writable", () => {
     const repos: Record<string, Record<string, any>> = Object.fromEntries(of("aws:ecr/repository:Repository").map((r) => [r.inputs.name, r.inputs]));
     assert.deepEqual(Object.keys(repos).sort(), ["strata/bases", "strata/cache", "strata/runtimes"]);
     assert.equal(repos["strata/bases"].imageTagMutability, "IMMUTABLE_WITH_EXCLUSION");
     assert.deepEqual(repos["strata/bases"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }]);
+    // The runtime workflow tags default-branch builds `<name>-main`: those move, `<name>-v1.2.3` never does.
+    assert.equal(repos["strata/runtimes"].imageTagMutability, "IMMUTABLE_WITH_EXCLUSION");
+    assert.deepEqual(repos["strata/runtimes"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }, { filter: "*-main", filterType: "WILDCARD" }]);
     assert.equal(repos["strata/cache"].imageTagMutability, "MUTABLE");
     for (const repo of Object.values(repos)) {
       assert.deepEqual(repo.imageScanningConfiguration, { scanOnPush: true });
@@ -90,5 +94,25 @@ describe("program: ECR registry", () => {
     }
     const runtimeIndex = findCreatedResource("docker-build:index:Index", "runtime-app");
     assert.equal(runtimeIndex.inputs.tag, "123456789012.dkr.ecr.us-east-1.amazonaws.com/strata/runtimes:app-v1.2.3");
+  });
+});
+
+describe("mutableRuntimeTagFilters", () => {
+  const release = { version: "v1.2.3", branch: "main", sha: "abcdef0" };
+  const matches = (filters: string[], tag: string) => filters.some((f) => new RegExp(`^${f.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`).test(tag));
+
+  test("released tags stay immutable; branch, non-release and release-less tags move", () => {
+    const f = mutableRuntimeTagFilters(["{name}-{version}", "{name}-latest", "{name}-{sha}"], { defaultBranch: "trunk", release: { ...release, version: "dev" } });
+    assert.deepEqual(f, ["pr-*", "*-trunk", "*-dev", "*-latest"]);
+    for (const tag of ["app-trunk", "app-dev", "app-latest", "pr-12-app"]) assert.ok(matches(f, tag), `${tag} is mutable`);
+    for (const tag of ["app-v1.2.3", "app-abcdef0"]) assert.ok(!matches(f, tag), `${tag} is immutable`);
+    const prefixed = mutableRuntimeTagFilters(["{version}-{name}"], { defaultBranch: "main", release });
+    assert.deepEqual(prefixed, ["pr-*", "main-*"]);
+    assert.ok(!matches(prefixed, "v1.2.3-app") && matches(prefixed, "main-app"));
+  });
+
+  test("more kinds of mutable tag than ECR keeps filters for is an error saying what to do", () => {
+    const templates = ["{name}-{version}", "{version}-{name}", "{base}.{version}", "{version}.{base}", "{name}_{version}"];
+    assert.throws(() => mutableRuntimeTagFilters(templates, { defaultBranch: "main", release }), /ECR keeps at most 5 mutable-tag filters per repository: use fewer runtime tag templates/);
   });
 });

@@ -29,14 +29,10 @@ test("the fleet plans alongside the images, and its webhook URL and AMI are stac
   assert.equal(fleet.paramPrefix, "/strata/ci/jit/");
 });
 
-test("runners may push only to strata's own ECR repositories", () => {
-  const repoArns = run.resources.filter((r) => r.type === "aws:ecr/repository:Repository").map((r) => r.state.arn as string);
-  assert.equal(repoArns.length, 3);
+test("runner instances hold no registry access: jobs push with the OIDC roles", () => {
   const policy = run.resources.find((r) => r.type === "aws:iam/rolePolicy:RolePolicy" && r.name === "fleet-instance")!;
   const doc = JSON.parse(policy.inputs.policy as string) as { Statement: { Action: string | string[]; Resource: string | string[] }[] };
-  const push = doc.Statement.filter((s) => [s.Action].flat().includes("ecr:PutImage"));
-  assert.equal(push.length, 1);
-  assert.deepEqual([push[0].Resource].flat().sort(), repoArns.sort());
+  assert.deepEqual(doc.Statement.flatMap((s) => [s.Action].flat()).filter((a) => a.startsWith("ecr:")), []);
 });
 
 test("the GitHub App key reaches no resource in plain text", () => {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { KNOWN_RUNNER_SHA256, missingRunnerSha256 } from "../../scaler/userdata.ts";
 
 /** Stack configuration key read by the fleet. */
 export const FLEET_CONFIG_KEY = "strata:fleet";
@@ -67,8 +68,13 @@ const fleetSchema = z
         pools: z.array(poolSchema).min(1, "must define at least one pool").prefault([{ name: DEFAULT_POOL_NAME }]),
         amiParameter: z.string().startsWith("/", "must be an SSM parameter name starting with '/'").default(DEFAULT_AMI_PARAMETER),
         runnerVersion: z.string().regex(/^\d+\.\d+\.\d+$/, "must be an actions/runner version such as 2.329.0").default(DEFAULT_RUNNER_VERSION),
+        /** SHA-256 of actions-runner-linux-x64-<runnerVersion>.tar.gz; default the known one of that version. */
+        runnerSha256: z.string().regex(/^[0-9a-f]{64}$/, "must be the package's SHA-256: 64 lowercase hex digits").optional(),
     })
     .superRefine((fleet, ctx) => {
+        if (fleet.enabled && !fleet.runnerSha256 && !KNOWN_RUNNER_SHA256[fleet.runnerVersion]) {
+            ctx.addIssue({ code: "custom", path: ["runnerSha256"], message: `is required for runnerVersion ${fleet.runnerVersion}: ${missingRunnerSha256(fleet.runnerVersion)}` });
+        }
         if (fleet.enabled && !fleet.runnerOwner) {
             ctx.addIssue({ code: "custom", path: ["runnerOwner"], message: "is required when enabled: set it to the organization (or user) that owns the runners" });
         }

@@ -45,8 +45,6 @@ export interface GpuRunnerFleetArgs {
     config: FleetConfig;
     /** The GitHub App that mints JIT runner configs. Required. */
     githubApp: GithubAppArgs;
-    /** strata's ECR repositories the runners may push to (and pull from). Default: `[]`. */
-    pushRepositoryArns?: pulumi.Input<string>[];
     /** Bundles a scaler entry file into Lambda code. Default: `esbuildBundle` (esbuild at deploy time). */
     bundle?: Bundler;
     /** Renders runner user data. Default: `renderUserData` of `scaler/userdata.ts`, imported lazily. */
@@ -124,8 +122,8 @@ export class GpuRunnerFleet extends pulumi.ComponentResource {
         }, parent);
         new aws.iam.RolePolicy(`${name}-instance`, {
             role: instanceRole.name,
-            policy: pulumi.all([scope, pulumi.all(args.pushRepositoryArns ?? []), runnerLogGroup.arn]).apply(([s, repos, logGroupArn]) =>
-                JSON.stringify(instancePolicy({ ...s, pushRepositoryArns: repos, paramPrefix: this.paramPrefix, logGroupArn }))),
+            policy: pulumi.all([scope, runnerLogGroup.arn]).apply(([s, logGroupArn]) =>
+                JSON.stringify(instancePolicy({ ...s, paramPrefix: this.paramPrefix, logGroupArn }))),
         }, parent);
         const instanceProfile = new aws.iam.InstanceProfile(`${name}-instance`, { role: instanceRole.name, tags }, parent);
         this.instanceRoleArn = instanceRole.arn;
@@ -138,7 +136,7 @@ export class GpuRunnerFleet extends pulumi.ComponentResource {
         for (const pool of config.pools) {
             const imageId = pool.amiId ? pulumi.output(pool.amiId) : ssmAmi!;
             const userData = scope.apply(async (s) => renderUserData(userDataVars({
-                pool, region: s.region, paramPrefix: this.paramPrefix, runnerVersion: config.runnerVersion,
+                pool, region: s.region, paramPrefix: this.paramPrefix, runnerVersion: config.runnerVersion, runnerSha256: config.runnerSha256,
             })));
             this.pools[pool.name] = new RunnerPool(`${name}-${pool.name}`, {
                 pool,
@@ -305,12 +303,13 @@ export const RUNNER_USER = "runner";
  * Variables of a pool's user data: exactly the `{{PLACEHOLDERS}}` of scaler/userdata.sh
  * (`renderUserData` rejects unknown or missing ones). Labels and runner name come with the JIT config.
  */
-export function userDataVars(i: { pool: PoolConfig; region: string; paramPrefix: string; runnerVersion: string }): Record<string, string> {
+export function userDataVars(i: { pool: PoolConfig; region: string; paramPrefix: string; runnerVersion: string; runnerSha256?: string }): Record<string, string> {
     return {
         REGION: i.region,
         PARAM_PREFIX: i.paramPrefix,
         MAX_RUNTIME_MINUTES: String(i.pool.maxRuntimeMinutes),
         RUNNER_VERSION: i.runnerVersion,
+        ...(i.runnerSha256 ? { RUNNER_SHA256: i.runnerSha256 } : {}),
         RUNNER_USER: RUNNER_USER,
     };
 }

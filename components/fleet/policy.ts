@@ -153,16 +153,6 @@ export function launchTemplateArn(s: AwsScope, launchTemplateId: string): string
     return ec2Arn(s, `launch-template/${launchTemplateId}`);
 }
 
-const ECR_PUSH_PULL = [
-    "ecr:BatchCheckLayerAvailability",
-    "ecr:InitiateLayerUpload",
-    "ecr:UploadLayerPart",
-    "ecr:CompleteLayerUpload",
-    "ecr:PutImage",
-    "ecr:BatchGetImage",
-    "ecr:GetDownloadUrlForLayer",
-];
-
 /** The policy variable IAM fills in with the ARN of the calling instance (EC2 instance-profile credentials only). */
 const SOURCE_INSTANCE_ARN = "${ec2:SourceInstanceARN}";
 
@@ -176,24 +166,21 @@ export function assumeRolePolicy(service: "ec2.amazonaws.com" | "lambda.amazonaw
 
 /** Inputs of the runner instance role's policy. */
 export interface InstancePolicyInputs extends AwsScope {
-    /** ECR repositories the runners may push to and pull from. */
-    pushRepositoryArns: string[];
     /** JIT-config parameter prefix, `/strata/<stack>/jit/`. */
     paramPrefix: string;
     /** The fleet's runner log group. */
     logGroupArn: string;
 }
 
-/** Policy of the runner instance role. */
+/**
+ * Policy of the runner instance role: only what the runner itself needs. A job on the instance can reach these
+ * credentials (IMDS, and the runner user is in the docker group), so the role holds no registry or other AWS
+ * access at all: jobs push with the GitHub OIDC roles (components/github.ts), never with the instance's rights.
+ * The instance ends itself by shutting down (instance-initiated shutdown behaviour `terminate`, set in the launch
+ * template and at launch), which needs no IAM permission, so the role cannot terminate any instance.
+ */
 export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
     const statements: PolicyStatement[] = [
-        // GetAuthorizationToken has no resource-level permissions; it is a read (a login token).
-        { Sid: "EcrLogin", Effect: "Allow", Action: "ecr:GetAuthorizationToken", Resource: "*" },
-    ];
-    if (i.pushRepositoryArns.length > 0) {
-        statements.push({ Sid: "EcrPushPullStrataRepositories", Effect: "Allow", Action: ECR_PUSH_PULL, Resource: [...i.pushRepositoryArns] });
-    }
-    statements.push(
         {
             // The scaler tags each JIT parameter with the instance ARN; only that instance may read or delete it.
             Sid: "ReadAndDeleteOwnJitConfig",
@@ -201,17 +188,6 @@ export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
             Action: ["ssm:GetParameter", "ssm:DeleteParameter"],
             Resource: parameterArnPattern(i, i.paramPrefix),
             Condition: { StringEquals: { [`ssm:resourceTag/${INSTANCE_ARN_TAG_KEY}`]: SOURCE_INSTANCE_ARN } },
-        },
-        {
-            // aws:ARN is the target instance; it must be the caller. The pool tag keeps it inside the fleet.
-            Sid: "TerminateSelfOnly",
-            Effect: "Allow",
-            Action: "ec2:TerminateInstances",
-            Resource: ec2Arn(i, "instance/*"),
-            Condition: {
-                StringEquals: { "aws:ARN": SOURCE_INSTANCE_ARN },
-                Null: { [`aws:ResourceTag/${POOL_TAG_KEY}`]: "false" },
-            },
         },
         {
             Sid: "WriteFleetLogs",
@@ -226,7 +202,7 @@ export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
             Action: [...NO_RESOURCE_LEVEL_WRITES],
             Resource: "*",
         },
-    );
+    ];
     return { Version: "2012-10-17", Statement: statements };
 }
 
@@ -296,10 +272,20 @@ export function webhookPolicy(i: LaunchPolicyInputs): PolicyDocument {
                 ...i.securityGroupIds.map((id) => ec2Arn(i, `security-group/${id}`)),
                 ...i.imageIds.map((id) => `arn:${i.partition}:ec2:${i.region}::image/${id}`),
                 `arn:${i.partition}:ec2:${i.region}::snapshot/*`,
-                ...created,
+                ...created.filter((arn) => !arn.includes(":spot-instances-request/")),
             ],
             Condition: { ArnEquals: { "ec2:LaunchTemplate": templateArns } },
         },
+        // ec2:LaunchTemplate does not apply to the spot request a spot launch creates (Service Authorization
+        // Reference; the IAM simulation in test/iam-simulation.test.ts denies it), so it gets its own statement.
+        // The instance of the same request still needs the statement above.
+        ...(i.spot ? [{
+            Sid: "SpotRequestsOfTheseLaunches",
+            Effect: "Allow" as const,
+            Action: "ec2:RunInstances",
+            Resource: ec2Arn(i, "spot-instances-request/*"),
+            Condition: { StringEquals: { "ec2:Region": i.region } },
+        }] : []),
         {
             Sid: "TagOnLaunchOnly",
             Effect: "Allow",
