@@ -9,7 +9,9 @@ import {
   BuildRecordSchema,
   cachedStepCount,
   ForecastConfigSchema,
+  forecastHeadline,
   forecastRebuild,
+  formatDuration,
   formatForecast,
   priceTable,
   type BuildRecord,
@@ -109,6 +111,11 @@ export async function forecastForReport(report: ImpactReport, head: Pick<BuildPl
   }
   history = history.filter((r, i, all) => all.findIndex((o) => o.base === r.base && o.startedAt === r.startedAt && o.tag === r.tag) === i);
   return forecastRebuild(bases, history, opts);
+}
+
+/** The JSON form: the forecast plus its headline and each base's duration in words. */
+export function forecastJson(f: Forecast): Forecast & { headline: string; bases: (Forecast["bases"][number] & { duration: string | null })[] } {
+  return { ...f, headline: forecastHeadline(f), bases: f.bases.map((b) => ({ ...b, duration: b.seconds === null ? null : `about ${formatDuration(b.seconds)}` })) };
 }
 
 /** Text lines for the forecast; with no history source given, says how to give one. */

@@ -7,7 +7,7 @@ import { formatProblem, MatrixError, type Problem } from "../matrix/errors.ts";
 import { comparePlans, formatImpact, impactJson, type ImpactReport, type PlanSide } from "../matrix/impact.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
-import { FORECAST_OPTIONS, FORECAST_USAGE, forecastForReport, forecastText } from "./forecast.ts";
+import { FORECAST_OPTIONS, FORECAST_USAGE, forecastForReport, forecastJson, forecastText } from "./forecast.ts";
 import { RegistryError } from "./registry.ts";
 import { readStackFile } from "./stack.ts";
 
@@ -296,7 +296,7 @@ export async function impactCommand(args: string[]): Promise<number> {
     for (const n of result.notes) process.stderr.write(`strata impact: ${n}\n`);
     const forecast = await forecastForReport(result.report, result.headPlan, values);
     const text = values.json
-      ? JSON.stringify({ ...impactJson(result.report), forecast }, null, 2)
+      ? JSON.stringify({ ...impactJson(result.report), forecast: forecastJson(forecast) }, null, 2)
       : formatImpact(result.report, { baseSha: result.baseSha, matrix: result.matrix }) + forecastText(forecast, values);
     process.stdout.write(text + "\n");
     return 0;

@@ -174,9 +174,9 @@ async function explainStack(file: string, plan: BuildPlan, json: boolean, v: Val
     throw new MatrixError([{ file, line: 1, col: 1, message: `cannot read the recorded outputs (${(err as Error).message})`, fix: "pass the output of `pulumi stack output bases --json`" }]);
   }
   const report = explainRecorded(recorded as Parameters<typeof explainRecorded>[0], plan);
-  const { forecastForReport, forecastText } = await import("./forecast.ts");
+  const { forecastForReport, forecastJson, forecastText } = await import("./forecast.ts");
   const forecast = await forecastForReport(report, plan, v as { history?: string; "history-registry"?: string; stack?: string });
-  process.stdout.write((json ? JSON.stringify({ ...impactJson(report), forecast }, null, 2) : formatImpact(report) + forecastText(forecast, v)) + "\n");
+  process.stdout.write((json ? JSON.stringify({ ...impactJson(report), forecast: forecastJson(forecast) }, null, 2) : formatImpact(report) + forecastText(forecast, v)) + "\n");
   return 0;
 }
 
