@@ -76,6 +76,8 @@ export function appendRecord(ledger: BuildLedger | null, record: BuildRecord): B
 export function cachedStepCount(log: string, target?: string): { cachedSteps: number; totalSteps: number } | null {
   const steps = new Set<string>();
   const cached = new Set<string>();
+  // A bake of one target does not prefix step names with the target; a bake of several does.
+  if (target !== undefined && !log.includes(`[${target} `)) target = undefined;
   for (const line of log.split("\n")) {
     // Lines may carry a prefix (e.g. Pulumi's diagnostics); the step id is `#N`.
     const m = /(?:^|\s)#(\d+) (\[[^\]]+\] .*|CACHED)\s*$/.exec(line);
@@ -351,15 +353,17 @@ export function formatDuration(seconds: number): string {
   return m ? `${h} h ${m} min` : `${h} h`;
 }
 
-/** `$0.42`, `$9.1`, `$27`. */
+/** `$0.0008`, `$0.42`, `$9.1`, `$27`: two significant digits under a dollar. */
 export function money(usd: number): string {
-  if (usd < 1) return `$${usd.toFixed(2)}`;
+  if (usd === 0) return "$0";
+  if (usd < 1) return `$${usd.toPrecision(2)}`;
   if (usd < 10) return `$${(Math.round(usd * 10) / 10).toString()}`;
   return `$${Math.round(usd)}`;
 }
 
 function gpuHours(h: number): string {
-  return h < 1 ? `${(Math.round(h * 100) / 100).toString()} GPU-hours` : `${(Math.round(h * 10) / 10).toString()} GPU-hours`;
+  if (h === 0) return "0 GPU-hours";
+  return h < 1 ? `${h.toPrecision(2)} GPU-hours` : `${(Math.round(h * 10) / 10).toString()} GPU-hours`;
 }
 
 /** One line for a job summary: "this change rebuilds 3 bases: about 6.5 GPU-hours, about $9 on spot ($20 on-demand)". */
