@@ -198,7 +198,7 @@ describe("CLI inputs", () => {
       assert.equal(r.status, 0, r.stderr);
       // turing and hopper share ampere's Dockerfile: they are forecast from ampere's build, saying so.
       assert.match(r.stdout, /^Forecast: this change rebuilds 3 bases: about 6\.5 GPU-hours \(6 h 30 min of builds\), about \$3\.9 on spot \(\$8\.6 on-demand\)$/m);
-      assert.match(r.stdout, /^ {2}turing: about 2 h 10 min, .*\n {4}from base `ampere` \(same Dockerfile and torch, different CUDA_ARCH_LIST, FA_VER\): median of 1 build, 2 h 10 min on g6\.4xlarge$/m);
+      assert.match(r.stdout, /^ {2}turing: about 2 h 10 min, .*\n {4}from base `ampere` \(same Dockerfile and torch, different CUDA_ARCH_LIST, CUDA_VERSION, FA_VER\): median of 1 build, 2 h 10 min on g6\.4xlarge$/m);
       assert.match(r.stdout, /^ {2}ampere: about 2 h 10 min, about \$1\.3 on spot \/ \$2\.9 on-demand\n {4}from 1 earlier build of this base \(median 2 h 10 min on g6\.4xlarge\)$/m);
       const none = spawnSync(process.execPath, [join(import.meta.dirname, "..", "bin", "strata.mjs"), "impact", "--base", "HEAD"], { cwd: dir, encoding: "utf8" });
       assert.match(none.stdout, /^Forecast: this change rebuilds 3 bases: no history to forecast from$/m);
