@@ -620,6 +620,7 @@ test("forecast from real build records, the GPU gate's CPU side, and base GC on 
     assert.equal(dry.freeBytes, freeBytes);
     assert.deepEqual(dry.cacheTags, ["cache-base-old"]);
     const text = await mustStrata(gcArgs, repo);
+    t.diagnostic(text);
     assert.match(text, /dry run/);
     assert.match(text, new RegExp(`^  DELETE  ${v1.alpha}  unused: not in the matrix, no kept release or open pull request uses it; \\d+ day\\(s\\) old$`, "m"));
     assert.match(text, /^Would free about [\d.]+ KiB \(blobs no kept image references\): 2 base tag\(s\), 0 attestation\(s\), 1 cache tag\(s\)\. Run with --apply to delete them\.$/m);
