@@ -180,10 +180,10 @@ export function registryDeleter(client: RegistryClient): ImageDeleter {
 }
 
 /** ECR: `<account>.dkr.ecr.<region>.amazonaws.com`; credentials from the default chain (the workflow's OIDC role). */
-export function ecrDeleter(host: string): ImageDeleter | null {
+export function ecrDeleter(host: string, client?: ECRClient): ImageDeleter | null {
   const m = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com$/.exec(host);
   if (!m) return null;
-  const ecr = new ECRClient({ region: m[2] });
+  const ecr = client ?? new ECRClient({ region: m[2] });
   return {
     deleteDigest: async (repo, digest) => {
       const out = await ecr.send(new BatchDeleteImageCommand({ registryId: m[1], repositoryName: repo, imageIds: [{ imageDigest: digest }] }));
