@@ -85,7 +85,8 @@ export class RegistryClient {
       res = await go();
       if (res.status === 401 && (await this.authenticate(res, scope))) res = await go();
     } catch (err) {
-      throw new RegistryError(`registry ${this.host}: ${method} ${path}: ${(err as Error).message}`);
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new RegistryError(`registry ${this.host}: ${method} ${path}: ${(err as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ""}; is the registry address right and reachable?`);
     }
     return res;
   }
