@@ -63,7 +63,7 @@ export interface StackConfig {
 /** Every `strata:*` config key the program reads. */
 export const CONFIG_KEYS = [
   "matrix", "registry", "registryPassword", "release", "bases", "runtimes", "shardOf", "baseShards",
-  "fleet", "githubAppId", "githubAppInstallationId", "githubAppPrivateKey", "github",
+  "fleet", "githubAppId", "githubAppInstallationId", "githubAppPrivateKey", "github", "forecast",
 ];
 
 /** Reads and validates the `strata:*` stack config; problems name Pulumi.<stack>.yaml with line and column. */

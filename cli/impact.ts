@@ -7,6 +7,8 @@ import { formatProblem, MatrixError, type Problem } from "../matrix/errors.ts";
 import { comparePlans, formatImpact, impactJson, type ImpactReport, type PlanSide } from "../matrix/impact.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
+import { FORECAST_OPTIONS, FORECAST_USAGE, forecastForReport, forecastJson, forecastText } from "./forecast.ts";
+import { RegistryError } from "./registry.ts";
 import { readStackFile } from "./stack.ts";
 
 export const IMPACT_USAGE = `Usage:
@@ -20,7 +22,8 @@ entries added or removed, and entries renamed without a rebuild.
   --head REV     default: the working tree as it is (uncommitted and untracked files included)
   --matrix PATH  default: the stack's strata:matrix, else strata.yaml (a path in the working tree)
   --stack NAME   stack whose Pulumi.<stack>.yaml names the matrix (default dev)
-  --json         print one JSON object: {base, head, bases[], runtimes{added,removed,rebuilt,renamed}, rebuild{bases,runtimes}}
+  --json         print one JSON object: {base, head, bases[], runtimes{added,removed,rebuilt,renamed}, rebuild{bases,runtimes}, forecast}
+${FORECAST_USAGE}
 
 Exit status:
   0  the comparison ran; this is 0 whether or not something must be rebuilt (read rebuild.bases/runtimes)
@@ -60,6 +63,8 @@ export interface ImpactResult {
   notes: string[];
   /** Matrix path relative to the repository root. */
   matrix: string;
+  /** The plan at the head side (for the rebuild forecast). */
+  headPlan: BuildPlan;
 }
 
 /** Runs git in `cwd`; throws ImpactUsageError with git's message on failure. */
@@ -247,7 +252,7 @@ export function computeImpact(opts: ImpactOptions): ImpactResult {
     if (oldSide.missing) notes.push(`${matrixRel} does not exist at ${base.label}: every entry is added`);
     if (newSide.missing) notes.push(`${matrixRel} does not exist at ${headLabel}: every entry is removed`);
     const report = comparePlans(oldSide.side, newSide.side, { base: base.label, head: headLabel });
-    return { report, baseSha: base.sha, headSha, notes, matrix: matrixRel };
+    return { report, baseSha: base.sha, headSha, notes, matrix: matrixRel, headPlan: newSide.side.plan };
   } finally {
     for (const s of sides) s.cleanup();
   }
@@ -262,7 +267,7 @@ export function matrixFor(values: { matrix?: string; stack?: string }): string {
 
 /** `strata impact`: parses its flags, prints the table or JSON, returns the exit status. */
 export async function impactCommand(args: string[]): Promise<number> {
-  let values: { base?: string; head?: string; matrix?: string; stack?: string; json?: boolean; help?: boolean };
+  let values: { base?: string; head?: string; matrix?: string; stack?: string; json?: boolean; help?: boolean; history?: string; "history-registry"?: string };
   try {
     values = parseArgs({
       args,
@@ -273,6 +278,7 @@ export async function impactCommand(args: string[]): Promise<number> {
         stack: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
+        ...FORECAST_OPTIONS,
       },
       strict: true,
       allowPositionals: false,
@@ -288,7 +294,10 @@ export async function impactCommand(args: string[]): Promise<number> {
   try {
     const result = computeImpact({ base: values.base, head: values.head, matrix: matrixFor(values) });
     for (const n of result.notes) process.stderr.write(`strata impact: ${n}\n`);
-    const text = values.json ? JSON.stringify(impactJson(result.report), null, 2) : formatImpact(result.report, { baseSha: result.baseSha, matrix: result.matrix });
+    const forecast = await forecastForReport(result.report, result.headPlan, values);
+    const text = values.json
+      ? JSON.stringify({ ...impactJson(result.report), forecast: forecastJson(forecast) }, null, 2)
+      : formatImpact(result.report, { baseSha: result.baseSha, matrix: result.matrix }) + forecastText(forecast, values);
     process.stdout.write(text + "\n");
     return 0;
   } catch (err) {
@@ -299,6 +308,10 @@ export async function impactCommand(args: string[]): Promise<number> {
     if (err instanceof RevisionMatrixError) {
       process.stderr.write(`${err.problems.map((p) => formatProblem(p)).join("\n")}\n`);
       process.stderr.write(`strata impact: the matrix is invalid at ${err.revision}: ${err.problems.length} error(s)\n`);
+      return 1;
+    }
+    if (err instanceof RegistryError) {
+      process.stderr.write(`strata impact: reading the build history: ${err.message}\n`);
       return 1;
     }
     throw err;

@@ -15,17 +15,24 @@ Usage:
       Validate the matrix and print the bases it derives. Exit 1 on any error.
   strata plan [--stack NAME] [--matrix PATH] [--json]
       Run the Pulumi program offline under mocks and show everything \`pulumi up\` would declare.
-  strata plan ... --recorded OUTPUTS
+  strata plan ... --recorded OUTPUTS [--history FILE | --history-registry HOST[/PREFIX]]
       Explain, base by base, why the matrix differs from a stack's recorded \`bases\` output
-      (pulumi stack output bases --json > OUTPUTS): what \`pulumi preview\` would update, in words.
+      (pulumi stack output bases --json > OUTPUTS): what \`pulumi preview\` would update, in words,
+      and what the rebuild will cost, forecast from earlier builds' records.
   strata bake [--stack NAME] [--matrix PATH] [--registry HOST[:PORT]] [--version V] [--pin METADATA] [--out FILE]
       Write a docker buildx bake file with the same builds (groups: bases, runtimes).
-  strata impact [--base REV] [--head REV] [--matrix PATH] [--json]
+  strata impact [--base REV] [--head REV] [--matrix PATH] [--json] [--history FILE | --history-registry HOST[/PREFIX]]
       Show which bases and runtimes a change rebuilds, and why (default: merge-base with the default branch
       → working tree). Exit 0 whether or not something rebuilds; 1 invalid matrix at a revision; 2 usage or git error.
   strata workflows [--stack NAME] [--matrix PATH] [--out DIR] [--check] [--shard-size N] [--no-shard]
       Generate .github/workflows/ (build-bases, build-runtimes, pr-check) from the matrix and stack config;
       --check exits 1 when the committed files are out of date.
+  strata record --base NAME --registry HOST[/PREFIX] --started-at ISO [--build-log FILE] ...
+      Append a base build's wall time, instance, spot/on-demand and cached steps to its build-record ledger.
+  strata smoke --base NAME [--out FILE]
+      Write the GPU gate's smoke test for a base (nvidia-smi, torch/CUDA, arch list, flash-attention, matmul).
+  strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--in-use FILE] [--apply]
+      List (dry run) or delete base tags no current base, kept release or open pull request uses.
 
 The matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.
 Exit status: 0 success, 1 invalid input (matrix, Dockerfiles, config), 2 usage error.`;
@@ -48,7 +55,7 @@ export async function main(argv: string[]): Promise<number> {
       case "check":
         return check(parse(rest, COMMON));
       case "plan":
-        return await plan(parse(rest, { ...COMMON, recorded: { type: "string" } }));
+        return await plan(parse(rest, { ...COMMON, recorded: { type: "string" }, history: { type: "string" }, "history-registry": { type: "string" } }));
       case "workflows": {
         const { workflowsCommand } = await import("./workflows.ts");
         return await workflowsCommand(rest);
@@ -57,6 +64,12 @@ export async function main(argv: string[]): Promise<number> {
         const { impactCommand } = await import("./impact.ts");
         return await impactCommand(rest);
       }
+      case "record":
+        return await (await import("./forecast.ts")).recordCommand(rest);
+      case "smoke":
+        return await (await import("./smoke.ts")).smokeCommand(rest);
+      case "gc":
+        return await (await import("./gc.ts")).gcCommand(rest);
       case "bake":
         return bake(parse(rest, { ...COMMON, registry: { type: "string" }, version: { type: "string" }, pin: { type: "string" }, out: { type: "string", short: "o" } }));
       case undefined:
@@ -130,7 +143,7 @@ async function plan(v: Values): Promise<number> {
   if (v.recorded) {
     const buildPlan = loadMatrix(matrix);
     printWarnings(buildPlan);
-    return explainStack(v.recorded as string, buildPlan, v.json === true);
+    return explainStack(v.recorded as string, buildPlan, v.json === true, v);
   }
   deferTypeScript();
   const { runProgram } = await import("./program.ts");
@@ -152,7 +165,7 @@ async function plan(v: Values): Promise<number> {
 }
 
 /** `plan --recorded`: why each base of the matrix differs from what the stack recorded at its last update. */
-async function explainStack(file: string, plan: BuildPlan, json: boolean): Promise<number> {
+async function explainStack(file: string, plan: BuildPlan, json: boolean, v: Values): Promise<number> {
   const { explainRecorded, formatImpact, impactJson } = await import("../matrix/impact.ts");
   let recorded: unknown;
   try {
@@ -161,7 +174,9 @@ async function explainStack(file: string, plan: BuildPlan, json: boolean): Promi
     throw new MatrixError([{ file, line: 1, col: 1, message: `cannot read the recorded outputs (${(err as Error).message})`, fix: "pass the output of `pulumi stack output bases --json`" }]);
   }
   const report = explainRecorded(recorded as Parameters<typeof explainRecorded>[0], plan);
-  process.stdout.write((json ? JSON.stringify(impactJson(report), null, 2) : formatImpact(report)) + "\n");
+  const { forecastForReport, forecastJson, forecastText } = await import("./forecast.ts");
+  const forecast = await forecastForReport(report, plan, v as { history?: string; "history-registry"?: string; stack?: string });
+  process.stdout.write((json ? JSON.stringify({ ...impactJson(report), forecast: forecastJson(forecast) }, null, 2) : formatImpact(report) + forecastText(forecast, v)) + "\n");
   return 0;
 }
 

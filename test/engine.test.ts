@@ -16,7 +16,7 @@ import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
 import { parseDocument } from "yaml";
 import type { BakeFile } from "../cli/bake.ts";
-import { engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
+import { buildPythonImage, engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
 
 const FIXTURE = join(REPO_ROOT, "test/fixtures/engine");
 const MATRIX = join(FIXTURE, "strata.yaml");
@@ -379,3 +379,270 @@ test("strata bases and runtimes on a real Docker engine: push, pin by digest, re
   const ratio = (timings.coldBases + timings.coldRuntimes) / Math.max(1, timings.cachedBases + timings.cachedRuntimes);
   t.diagnostic(`timings ms: ${JSON.stringify(timings)}; cold/cached ratio ${ratio.toFixed(1)}`);
 });
+
+// ------------------------------------------------------------------------------------------
+// Forecast, GPU gate and base GC on the same real engine and loopback registry.
+
+/** Runs the strata CLI in `cwd`. */
+async function strata(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, ...env }, timeoutMs: 120_000 });
+}
+
+async function mustStrata(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<string> {
+  const r = await strata(args, cwd, env);
+  assert.equal(r.code, 0, `strata ${args.join(" ")} failed (exit ${r.code}):\n${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+/** Every blob and child manifest an image references (for the space GC frees). */
+async function blobsOf(registry: string, repo: string, tag: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const visit = async (ref: string) => {
+    const r = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_ACCEPT } });
+    assert.equal(r.status, 200, `GET ${repo}:${ref}`);
+    const body = Buffer.from(await r.arrayBuffer());
+    out.set(r.headers.get("docker-content-digest")!, body.length);
+    const m = JSON.parse(body.toString()) as { manifests?: { digest: string }[]; config?: { digest: string; size: number }; layers?: { digest: string; size: number }[] };
+    for (const child of m.manifests ?? []) await visit(child.digest);
+    for (const d of [m.config, ...(m.layers ?? [])]) if (d) out.set(d.digest, d.size);
+  };
+  await visit(tag);
+  return out;
+}
+
+test("forecast from real build records, the GPU gate's CPU side, and base GC on the loopback registry", { timeout: 600_000 }, async (t) => {
+  if (!avail.ok) {
+    t.skip(avail.why);
+    return;
+  }
+  const engine: Engine = await startEngine();
+  t.after(() => engine.stop());
+  const work = await mkdtemp(join(tmpdir(), "strata-engine-ops-"));
+  t.after(() => (process.env.STRATA_ENGINE_KEEP === "1" ? t.diagnostic(`kept ${work}`) : rm(work, { recursive: true, force: true })));
+  const reg = engine.registry;
+
+  // A git repository holding the fixture project; each release edits its matrix.
+  const repo = join(work, "repo");
+  await run("cp", ["-r", FIXTURE, repo]);
+  const git = async (...args: string[]) => {
+    const r = await run("git", ["-c", "user.name=strata", "-c", "user.email=strata@example.invalid", ...args], { cwd: repo });
+    assert.equal(r.code, 0, `git ${args.join(" ")}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  await git("init", "-q", "-b", "main");
+  const matrixFile = join(repo, "strata.yaml");
+  const setArgs = async (changes: Record<number, string>, extra: unknown[] = []) => {
+    const doc = parseDocument(await readFile(join(FIXTURE, "strata.yaml"), "utf8"));
+    for (const [i, greeting] of Object.entries(changes)) doc.setIn(["bases", Number(i), "args", "GREETING"], greeting);
+    for (const b of extra) doc.addIn(["bases"], doc.createNode(b));
+    await writeFile(matrixFile, doc.toString());
+  };
+
+  /** Builds one bake target with the plain progress log, as the generated workflow does; returns log and times. */
+  const buildTarget = async (bakeFile: string, target: string, tag: string, epoch = SOURCE_DATE_EPOCH) => {
+    const startedAt = new Date().toISOString();
+    const r = await engine.docker(["buildx", "bake", "-f", bakeFile, target, "--progress=plain", "--metadata-file", join(work, `meta-${tag}.json`)], { cwd: repo, env: { SOURCE_DATE_EPOCH: epoch }, timeoutMs: 240_000 });
+    const log = r.stderr + r.stdout;
+    assert.equal(r.code, 0, `bake ${target} failed:\n${log.slice(-4000)}`);
+    const logFile = join(work, `build-${tag}.log`);
+    await writeFile(logFile, log);
+    return { startedAt, finishedAt: new Date().toISOString(), logFile, meta: readMetadata(join(work, `meta-${tag}.json`)) };
+  };
+  const records: { base: string; wallSeconds: number; cachedSteps: number | null; totalSteps: number | null }[] = [];
+  /** A release: build and record every base, then the runtimes FROM them, tagged with the version. */
+  const release = async (version: string) => {
+    const bakeFile = join(work, `bake-${version}.json`);
+    await mustStrata(["bake", "--matrix", "strata.yaml", "--registry", reg, "--version", version, "--out", bakeFile], repo);
+    const metas: BakeMetadata = {};
+    for (const base of ["alpha", "beta"]) {
+      const b = await buildTarget(bakeFile, `base-${base}`, `${version}-${base}`);
+      Object.assign(metas, b.meta);
+      const out = JSON.parse(await mustStrata(["record", "--matrix", "strata.yaml", "--base", base, "--registry", `${reg}/strata`, "--started-at", b.startedAt, "--finished-at", b.finishedAt, "--build-log", b.logFile, "--json"], repo)) as { record: (typeof records)[number] };
+      records.push(out.record);
+    }
+    await writeFile(join(work, `meta-${version}.json`), JSON.stringify(metas));
+    const pinned = join(work, `bake-${version}-pinned.json`);
+    await mustStrata(["bake", "--matrix", "strata.yaml", "--registry", reg, "--version", version, "--pin", join(work, `meta-${version}.json`), "--out", pinned], repo);
+    const r = await engine.docker(["buildx", "bake", "-f", pinned, "runtimes", "--progress=plain"], { cwd: repo, env: { SOURCE_DATE_EPOCH }, timeoutMs: 240_000 });
+    assert.equal(r.code, 0, `runtimes ${version}: ${r.stderr.slice(-3000)}`);
+    const check = JSON.parse(await mustStrata(["check", "--matrix", "strata.yaml", "--json"], repo)) as { bases: { name: string; tag: string }[] };
+    return Object.fromEntries(check.bases.map((b) => [b.name, b.tag]));
+  };
+
+  // v1: alpha1 + beta1; v2: alpha2 (beta1 shared); v3: alpha3 (beta1 shared again).
+  await setArgs({});
+  const v1 = await release("v1");
+  await setArgs({ 0: "hello-alpha-2" });
+  const v2 = await release("v2");
+  await setArgs({ 0: "hello-alpha-3" });
+  const v3 = await release("v3");
+  await git("add", "-A");
+  await git("commit", "-qm", "v3");
+  assert.equal(v1.beta, v3.beta);
+  assert.notEqual(v1.alpha, v2.alpha);
+
+  await t.test("build records: a real build's wall time and cached steps, read back from the cache repository", async () => {
+    const alpha = records.filter((r) => r.base === "alpha");
+    const beta = records.filter((r) => r.base === "beta");
+    assert.equal(alpha.length, 3);
+    // Each alpha build ran its builder (3 s sleep): not fully cached, and at least 3 s.
+    for (const r of alpha) {
+      assert.ok(r.wallSeconds >= 3, `alpha build took ${r.wallSeconds} s`);
+      assert.ok(r.totalSteps! >= 3 && r.cachedSteps! < r.totalSteps!, `alpha steps ${r.cachedSteps}/${r.totalSteps}`);
+    }
+    // beta's v2 and v3 builds were identical to v1's: every step from cache.
+    assert.ok(beta[0].cachedSteps! < beta[0].totalSteps!, `beta v1: ${JSON.stringify(beta[0])}`);
+    for (const r of beta.slice(1)) assert.equal(r.cachedSteps, r.totalSteps, `beta rebuild: ${JSON.stringify(r)}`);
+    const m = await getManifestAny(reg, "strata/cache", "buildrecord-alpha");
+    assert.equal(m.config.mediaType, "application/vnd.strata.build-records.v1+json");
+    const ledger = JSON.parse((await getBlob(reg, "strata/cache", m.config.digest)).toString()) as { records: { wallSeconds: number }[] };
+    assert.deepEqual(ledger.records.map((r) => r.wallSeconds), alpha.map((r) => r.wallSeconds));
+  });
+
+  await t.test("strata impact forecasts a change from those records, each number with its basis", async () => {
+    // v4: alpha and beta change; gamma is new on the same Dockerfile; delta is new on a Dockerfile nobody built.
+    await writeFile(join(repo, "Dockerfile.other"), (await readFile(join(repo, "Dockerfile.base"), "utf8")).replace("sleep 3", "sleep 1"));
+    await setArgs({ 0: "hello-alpha-4", 1: "hello-beta-4" }, [
+      { name: "gamma", context: ".", dockerfile: "Dockerfile.base", target: "base", platforms: ["linux/amd64"], args: { OS_IMAGE: "strata-test/tiny:1", GREETING: "hello-gamma" } },
+      { name: "delta", context: ".", dockerfile: "Dockerfile.other", target: "base", platforms: ["linux/amd64"], args: { OS_IMAGE: "strata-test/tiny:1", GREETING: "hello-delta" } },
+    ]);
+    const text = await mustStrata(["impact", "--base", "HEAD", "--matrix", "strata.yaml", "--history-registry", `${reg}/strata`], repo);
+    t.diagnostic(text.slice(text.indexOf("Forecast:")));
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const alphaMedian = median(records.filter((r) => r.base === "alpha").map((r) => r.wallSeconds));
+    assert.match(text, new RegExp(`^  alpha: about ${alphaMedian} s, about \\$0\\.\\d+ on spot / \\$0\\.\\d+ on-demand\\n    from 3 earlier builds of this base \\(median ${alphaMedian} s\\)\\n    price: g6\\.4xlarge at \\$0\\.60/h spot, \\$1\\.3/h on-demand, 1 GPU \\(default price table\\)$`, "m"));
+    assert.match(text, /^ {4}from 1 earlier build of this base \(median \d+ s\); 2 fully cached builds left out$/m);
+    assert.match(text, /^ {2}gamma: about \d+ s.*\n {4}from base `alpha` \(same Dockerfile, different GREETING\): median of 3 builds, \d+ s$/m);
+    assert.match(text, /^ {2}delta: no history$/m);
+    assert.match(text, /^Forecast: this change rebuilds 4 bases: about 0\.\d+ GPU-hours \(\d+ s of builds\), about \$0\.\d+ on spot \(\$0\.\d+ on-demand\); not counted, no history: delta$/m);
+    const json = JSON.parse(await mustStrata(["impact", "--base", "HEAD", "--matrix", "strata.yaml", "--history-registry", `${reg}/strata`, "--json"], repo)) as { forecast: { bases: { name: string; seconds: number | null; basisKind: string; from: string | null }[] } };
+    const f = Object.fromEntries(json.forecast.bases.map((b) => [b.name, b]));
+    assert.equal(f.alpha.seconds, alphaMedian);
+    assert.deepEqual([f.alpha.basisKind, f.beta.basisKind, f.gamma.basisKind, f.delta.basisKind], ["history", "history", "similar", "none"]);
+    assert.equal(f.gamma.from, "alpha");
+    assert.equal(f.delta.seconds, null);
+
+    // plan --recorded: the stack recorded v3's bases; the matrix now wants v4's.
+    const recorded = Object.fromEntries(Object.entries(v3).map(([name, tag]) => [name, { tag }]));
+    await writeFile(join(work, "recorded.json"), JSON.stringify(recorded));
+    const explained = await mustStrata(["plan", "--matrix", "strata.yaml", "--recorded", join(work, "recorded.json"), "--history-registry", `${reg}/strata`], repo);
+    assert.match(explained, /^Forecast: this change rebuilds 4 bases: /m);
+    assert.match(explained, /^ {4}from 3 earlier builds of this base \(median \d+ s\)$/m);
+  });
+  await git("checkout", "-q", "--", "strata.yaml");
+  await rm(join(repo, "Dockerfile.other"), { force: true });
+
+  await t.test("GPU gate: the workflow's local build is not pushed; the generated smoke test's CPU side runs in a container", async () => {
+    // The base workflow's gate build: the bake target into the local store under a candidate tag, nothing pushed.
+    const bakeFile = join(work, "bake-gate.json");
+    await mustStrata(["bake", "--matrix", "strata.yaml", "--registry", reg, "--out", bakeFile], repo);
+    const before = await tagsList(reg, "strata/bases");
+    const r = await engine.docker(["buildx", "bake", "-f", bakeFile, "base-alpha", "--progress=plain", "--set", "base-alpha.platform=linux/amd64", "--set", "base-alpha.output=type=docker", "--set", "base-alpha.tags=strata-gate/alpha:candidate"], { cwd: repo, env: { SOURCE_DATE_EPOCH }, timeoutMs: 240_000 });
+    assert.equal(r.code, 0, r.stderr.slice(-3000));
+    assert.equal((await engine.docker(["image", "inspect", "strata-gate/alpha:candidate"])).code, 0, "candidate image is in the local store");
+    assert.deepEqual(await tagsList(reg, "strata/bases"), before, "the gate build pushed nothing");
+
+    // The smoke tests of the real default matrix (torch, CUDA 12.6, arch list, flash-attention on ampere; none on turing).
+    const gateImage = "strata-test/python:1";
+    await buildPythonImage(engine, gateImage, { "/opt/fake": join(REPO_ROOT, "test/fixtures/gate") });
+    for (const base of ["ampere", "turing"]) await mustStrata(["smoke", "--matrix", "strata.yaml", "--base", base, "--out", join(work, `smoke-${base}.py`)], REPO_ROOT);
+    await mkdir(join(work, "gate"), { recursive: true });
+    /** The generated workflow's docker run (without --gpus: there is no GPU here), with extra script arguments. */
+    const gate = async (base: string, env: Record<string, string>, args: string[]) => {
+      await rm(join(work, "gate", "report.json"), { force: true });
+      const envArgs = Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`]);
+      const res = await engine.docker(["run", "--rm", "--network", "none", ...envArgs, "-v", `${join(work, `smoke-${base}.py`)}:/strata-smoke.py:ro`, "-v", `${join(work, "gate")}:/gate`, "--entrypoint", "sh", gateImage, "-c", `exec "$(command -v python3 || command -v python)" /strata-smoke.py --report /gate/report.json ${args.join(" ")}`], { timeoutMs: 60_000 });
+      const report = JSON.parse(await readFile(join(work, "gate", "report.json"), "utf8")) as { passed: boolean; failed: string[]; checks: { id: string; state: string; detail: string }[] };
+      return { ...res, report, state: Object.fromEntries(report.checks.map((c) => [c.id, c.state])) };
+    };
+    const fake = { PYTHONPATH: "/opt/fake" };
+    const ok = await gate("ampere", fake, ["--cpu-only"]);
+    assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+    assert.deepEqual(ok.state, {
+      "nvidia-smi": "skipped", "torch-import": "passed", "torch-cuda-version": "passed", "matmul-cpu": "passed", "torch-sees-gpu": "skipped",
+      "torch-arch-list": "skipped", "matmul-gpu": "skipped", "flash-attn-import": "passed", "flash-attn-call": "skipped",
+    });
+    const wrongCuda = await gate("ampere", { ...fake, FAKE_TORCH_CUDA: "11.8" }, ["--cpu-only"]);
+    assert.equal(wrongCuda.code, 1);
+    assert.deepEqual(wrongCuda.report.failed, ["torch-cuda-version"]);
+    assert.match(wrongCuda.stderr, /strata GPU gate FAILED for base ampere: torch-cuda-version/);
+    assert.match(wrongCuda.report.checks.find((c) => c.id === "torch-cuda-version")!.detail, /torch\.version\.cuda is 11\.8, the base's CUDA is 12\.6/);
+    const badMatmul = await gate("ampere", { ...fake, FAKE_TORCH_BAD_MATMUL: "1" }, ["--cpu-only"]);
+    assert.deepEqual(badMatmul.report.failed, ["matmul-cpu"]);
+    const noTorch = await gate("ampere", {}, ["--cpu-only"]);
+    assert.deepEqual(noTorch.report.failed, ["torch-import"]);
+    assert.equal(noTorch.state["flash-attn-import"], "skipped");
+    // The whole gate, as the workflow runs it, on a machine without a GPU: it fails, naming the checks.
+    const noGpu = await gate("ampere", fake, []);
+    assert.equal(noGpu.code, 1);
+    assert.deepEqual(noGpu.report.failed, ["nvidia-smi", "torch-sees-gpu"]);
+    assert.equal(noGpu.state["torch-arch-list"], "skipped");
+    const turing = await gate("turing", fake, ["--cpu-only"]);
+    assert.equal(turing.code, 0);
+    assert.ok(!("flash-attn-import" in turing.state), "turing declares no FA_VER: no flash-attention check");
+  });
+
+  await t.test("strata gc deletes exactly the bases nothing uses (dry run first), with their build cache", async () => {
+    // Orphans from a matrix of their own: 'old' (old, unused), 'held' (an open pull request uses it), 'young' (recent).
+    const orphans = join(work, "orphans.yaml");
+    const base = (name: string) => ({ name, context: "repo", dockerfile: "repo/Dockerfile.base", target: "base", platforms: ["linux/amd64"], args: { OS_IMAGE: "strata-test/tiny:1", GREETING: `hello-${name}` } });
+    await writeFile(orphans, JSON.stringify({ version: 1, bases: ["old", "held", "young"].map(base), runtimes: [] }));
+    const orphanBake = join(work, "bake-orphans.json");
+    await mustStrata(["bake", "--matrix", orphans, "--registry", reg, "--out", orphanBake], repo);
+    await buildTarget(orphanBake, "base-old", "old");
+    await buildTarget(orphanBake, "base-held", "held");
+    await buildTarget(orphanBake, "base-young", "young", String(Math.floor(Date.now() / 1000)));
+    const orphanTags = Object.fromEntries(((JSON.parse(await mustStrata(["check", "--matrix", orphans, "--json"], repo)) as { bases: { name: string; tag: string }[] }).bases).map((b) => [b.name, b.tag]));
+    await writeFile(join(work, "in-use.txt"), `${orphanTags.held}\n`);
+
+    const allBases = [v1.alpha, v2.alpha, v3.alpha, v1.beta, orphanTags.old, orphanTags.held, orphanTags.young];
+    assert.deepEqual(new Set(await tagsList(reg, "strata/bases")), new Set(allBases));
+    const expectDeleted = [v1.alpha, orphanTags.old];
+    // Space: blobs of the deleted images that no kept base and no runtime references.
+    const kept = new Set<string>();
+    for (const tag of allBases.filter((x) => !expectDeleted.includes(x))) for (const d of (await blobsOf(reg, "strata/bases", tag)).keys()) kept.add(d);
+    for (const tag of await tagsList(reg, "strata/runtimes")) for (const d of (await blobsOf(reg, "strata/runtimes", tag)).keys()) kept.add(d);
+    let freeBytes = 0;
+    const freed = new Map<string, number>();
+    for (const tag of expectDeleted) for (const [d, n] of await blobsOf(reg, "strata/bases", tag)) if (!kept.has(d)) freed.set(d, n);
+    for (const n of freed.values()) freeBytes += n;
+    assert.ok(freeBytes > 0);
+
+    const gcArgs = ["gc", "--matrix", "strata.yaml", "--registry", `${reg}/strata`, "--keep-releases", "2", "--min-age-days", "7", "--in-use", join(work, "in-use.txt")];
+    const dry = JSON.parse(await mustStrata([...gcArgs, "--json"], repo)) as { decisions: { tag: string; action: string; why: string }[]; releases: string[]; freeBytes: number; cacheTags: string[] };
+    const action = Object.fromEntries(dry.decisions.map((d) => [d.tag, d]));
+    assert.deepEqual(dry.decisions.filter((d) => d.action === "delete").map((d) => d.tag).sort(), [...expectDeleted].sort());
+    assert.deepEqual(dry.releases, ["v3", "v2"]);
+    assert.match(action[v3.alpha].why, /current matrix/);
+    assert.match(action[v2.alpha].why, /^used by release v2 \(runtimes:app-alpha-v2\)$/);
+    assert.match(action[orphanTags.held].why, /open pull request/);
+    assert.match(action[orphanTags.young].why, /^0 day\(s\) old, younger than 7$/);
+    assert.equal(dry.freeBytes, freeBytes);
+    assert.deepEqual(dry.cacheTags, ["cache-base-old"]);
+    const text = await mustStrata(gcArgs, repo);
+    t.diagnostic(text);
+    assert.match(text, /dry run/);
+    assert.match(text, new RegExp(`^  DELETE  ${v1.alpha}  unused: not in the matrix, no kept release or open pull request uses it; \\d+ day\\(s\\) old$`, "m"));
+    assert.match(text, /^Would free about [\d.]+ KiB \(blobs no kept image references\): 2 base tag\(s\), 0 attestation\(s\), 1 cache tag\(s\)\. Run with --apply to delete them\.$/m);
+    assert.deepEqual(new Set(await tagsList(reg, "strata/bases")), new Set(allBases), "a dry run deletes nothing");
+
+    await mustStrata([...gcArgs, "--apply"], repo);
+    assert.deepEqual(new Set(await tagsList(reg, "strata/bases")), new Set(allBases.filter((x) => !expectDeleted.includes(x))));
+    const cacheTags = await tagsList(reg, "strata/cache");
+    assert.ok(!cacheTags.includes("cache-base-old"), `cache-base-old is gone: ${cacheTags}`);
+    for (const c of ["cache-base-alpha", "cache-base-beta", "cache-base-held", "cache-base-young", "buildrecord-alpha"]) assert.ok(cacheTags.includes(c), `${c} is kept: ${cacheTags}`);
+    // Kept bases still pull; every runtime is untouched.
+    for (const tag of allBases.filter((x) => !expectDeleted.includes(x))) await getManifestAny(reg, "strata/bases", tag);
+    assert.equal((await tagsList(reg, "strata/runtimes")).length, 6);
+    const again = JSON.parse(await mustStrata([...gcArgs, "--json"], repo)) as { decisions: { action: string }[] };
+    assert.equal(again.decisions.filter((d) => d.action === "delete").length, 0, "a second run finds nothing to delete");
+  });
+});
+
+/** A manifest of any single-image media type (the ledger artifact too). */
+async function getManifestAny(registry: string, repo: string, ref: string): Promise<Manifest> {
+  const r = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_ACCEPT } });
+  const body = await r.text();
+  assert.equal(r.status, 200, `GET /v2/${repo}/manifests/${ref}: HTTP ${r.status} ${body}`);
+  return JSON.parse(body) as Manifest;
+}

@@ -32,6 +32,7 @@ export const WORKFLOW_FILES = {
   bases: ".github/workflows/strata-build-bases.yml",
   runtimes: ".github/workflows/strata-build-runtimes.yml",
   prCheck: ".github/workflows/strata-pr-check.yml",
+  gc: ".github/workflows/strata-gc.yml",
 } as const;
 
 /** A runner pool of the fleet: its name and the labels its runners carry. */
@@ -72,6 +73,12 @@ export interface WorkflowOptions {
   baseTimeoutMinutes?: number;
   /** Node.js major version for the strata CLI. Default `22`. */
   nodeVersion?: string;
+  /** Base GC (strata-gc.yml): runtime releases whose bases are kept. Default 3. */
+  gcKeepReleases?: number;
+  /** Base GC: only bases older than this many days are deleted. Default 30. */
+  gcMinAgeDays?: number;
+  /** Base GC: cron schedule (UTC). Default `17 4 * * 0` (Sundays 04:17). */
+  gcSchedule?: string;
 }
 
 /** A generator input problem: what is wrong and what to do. */
@@ -141,6 +148,9 @@ function resolve(opts: WorkflowOptions): Resolved {
     buildkitKeepStorage: "100GB",
     baseTimeoutMinutes: 360,
     nodeVersion: "22",
+    gcKeepReleases: 3,
+    gcMinAgeDays: 30,
+    gcSchedule: "17 4 * * 0",
     ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
   } as Resolved;
   if (!/^[A-Za-z0-9_.-]{1,100}$/.test(r.stack)) throw new WorkflowError(`stack '${r.stack}' is not a Pulumi stack name (letters, digits, '-', '_', '.')`);
@@ -151,6 +161,8 @@ function resolve(opts: WorkflowOptions): Resolved {
   if (!/^[^\s*?]+$/.test(r.defaultBranch)) throw new WorkflowError(`default branch '${r.defaultBranch}' must be one branch name, without wildcards`);
   if (!/^\d+(\.\d+)?(GB|MB|%)$/.test(r.buildkitKeepStorage)) throw new WorkflowError(`buildkitKeepStorage '${r.buildkitKeepStorage}' must look like 100GB, 50000MB or 40%`);
   checkRunnerLabels(r.runnerLabels, r.pools);
+  if (!(Number.isInteger(r.gcKeepReleases) && r.gcKeepReleases >= 1) || !(Number.isInteger(r.gcMinAgeDays) && r.gcMinAgeDays >= 1)) throw new WorkflowError(`base GC: keep at least 1 release and delete nothing younger than 1 day (got ${r.gcKeepReleases} releases, ${r.gcMinAgeDays} days)`);
+  if (!/^(\S+\s+){4}\S+$/.test(r.gcSchedule)) throw new WorkflowError(`base GC schedule '${r.gcSchedule}' is not a 5-field cron expression`);
   return r;
 }
 
@@ -301,6 +313,78 @@ const PULUMI_ENV = {
   PULUMI_CONFIG_PASSPHRASE: "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}",
 };
 
+/** Local tag of the image the GPU gate tests (never pushed). */
+const GATE_IMAGE = "strata-gate/${STRATA_BASE}:candidate";
+
+/**
+ * The GPU gate: build the base into the runner's local image store (same bake target, args and registry cache as
+ * the program; nothing pushed), run the smoke test generated for it (`strata smoke`) on the runner's GPU, and only
+ * then let `pulumi up` push it from the warm cache. A failing check fails the job before the push: the base is not
+ * published, STRATA_BASE_REFS keeps the previous refs, and the runtimes workflow (which needs a successful base
+ * run) does not start.
+ */
+function gateSteps(): Json[] {
+  return [
+    {
+      id: "build",
+      name: "Build the base for the GPU gate (local image, not pushed)",
+      env: { REGISTRY: `\${{ vars.${VARIABLES.registry} }}` },
+      run: sh([
+        "set -euo pipefail",
+        'echo "started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$GITHUB_OUTPUT"',
+        'npx strata bake --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --registry "$REGISTRY" --out bake.json',
+        "# The runner's own platform only: a multi-platform image cannot be loaded into the local store.",
+        'docker buildx bake -f bake.json "base-$STRATA_BASE" --progress=plain \\',
+        '  --set "base-$STRATA_BASE.platform=linux/amd64" \\',
+        '  --set "base-$STRATA_BASE.output=type=docker" \\',
+        `  --set "base-$STRATA_BASE.tags=${GATE_IMAGE}" 2>&1 | tee build.log`,
+      ]),
+    },
+    {
+      id: "gate",
+      name: "GPU gate: smoke test inside the new image on this runner's GPU",
+      run: sh([
+        "set -euo pipefail",
+        'npx strata smoke --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --base "$STRATA_BASE" --out smoke.py',
+        "mkdir -p gate",
+        "status=0",
+        'docker run --rm --gpus all --network none -v "$PWD/smoke.py:/strata-smoke.py:ro" -v "$PWD/gate:/gate" \\',
+        `  --entrypoint sh "${GATE_IMAGE}" -c 'exec "$(command -v python3 || command -v python)" /strata-smoke.py --report /gate/report.json' || status=$?`,
+        "{",
+        '  echo "### GPU gate: base \\`$STRATA_BASE\\`"',
+        "  echo '| check | result | detail |'",
+        "  echo '| --- | --- | --- |'",
+        "  jq -r '.checks[] | \"| `\\(.id)` | \\(.state) | \\(.detail | gsub(\"[|]\"; \"/\")) |\"' gate/report.json 2>/dev/null || echo '| (no report) | failed | the smoke test did not run; see the log |'",
+        '} >> "$GITHUB_STEP_SUMMARY"',
+        'if [ "$status" -ne 0 ]; then',
+        "  failed=\"$(jq -r '.failed | join(\", \")' gate/report.json 2>/dev/null || echo 'the smoke test itself')\"",
+        `  echo "::error title=strata GPU gate::base $STRATA_BASE failed: $failed. It is not pushed or published; ${VARIABLES.baseRefs} keeps the previous base"`,
+        "  exit 1",
+        "fi",
+      ]),
+    },
+  ];
+}
+
+/** Appends this build's cost (wall time, instance type, spot or on-demand, cached steps) to the base's ledger. */
+function recordStep(): Json {
+  return {
+    name: "Record what the build cost (for rebuild forecasts)",
+    if: "${{ always() && steps.build.outcome == 'success' }}",
+    "continue-on-error": true,
+    env: { REGISTRY: `\${{ vars.${VARIABLES.registry} }}`, STARTED_AT: "${{ steps.build.outputs.started_at }}", GATE: "${{ steps.gate.outcome }}" },
+    run: sh([
+      "set -euo pipefail",
+      "imds() { curl -sf -m 2 -H \"X-aws-ec2-metadata-token: $token\" \"http://169.254.169.254/latest/meta-data/$1\" || true; }",
+      "token=\"$(curl -sf -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token || true)\"",
+      'if [ "$GATE" = success ]; then outcome=passed; else outcome=gate-failed; fi',
+      'npx strata record --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --base "$STRATA_BASE" --registry "$REGISTRY" \\',
+      '  --started-at "$STARTED_AT" --build-log build.log --outcome "$outcome" \\',
+      '  --instance-type "$(imds instance-type)" --lifecycle "$(imds instance-life-cycle)"',
+    ]),
+  };
+}
+
 function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
   const shards = shardCount(plan.bases.length, "bases", o);
   const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
@@ -328,6 +412,8 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
           with: { "buildkitd-config-inline": sh(["[worker.oci]", "  gc = true", `  gckeepstorage = "${o.buildkitKeepStorage}"`]) },
         },
         ...awsSteps(o, VARIABLES.pushBases, Math.min(43200, Math.max(3600, o.baseTimeoutMinutes * 60))),
+        ...registryLogin(o),
+        ...gateSteps(),
         { name: "Install Pulumi", uses: ACTIONS.pulumi },
         {
           name: "pulumi up (shard stack of this base)",
@@ -346,6 +432,7 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
             'echo "Base \\`$STRATA_BASE\\` → \\`$ref\\` (stack $shard)" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        recordStep(),
         diskGuard(o, "report"),
       ],
     };
@@ -529,20 +616,29 @@ function prCheckWorkflow(o: Resolved): string {
       check: {
         name: "Matrix, workflows and impact",
         "runs-on": "ubuntu-latest",
-        permissions: { contents: "read" },
+        permissions: { contents: "read", ...(o.registryKind === "ecr" ? { "id-token": "write" } : {}) },
         steps: [
           ...setupSteps(o, 0),
+          ...historyAccess(o),
           { name: "strata check", run: 'npx strata check --matrix "$STRATA_MATRIX"\n' },
           { name: "Generated workflows are up to date", run: 'npx strata workflows --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --check\n' },
           {
             name: "strata impact: what this pull request rebuilds",
-            env: { BASE_SHA: "${{ github.event.pull_request.base.sha }}" },
+            env: { BASE_SHA: "${{ github.event.pull_request.base.sha }}", REGISTRY: `\${{ vars.${VARIABLES.registry} }}`, HISTORY: "${{ steps.history.outcome }}" },
             run: sh([
               "set -euo pipefail",
-              'npx strata impact --json --matrix "$STRATA_MATRIX" --base "$BASE_SHA" > impact.json',
+              "# The forecast reads the bases' build records from the registry; without access (a fork), it says so.",
+              'if [ "$HISTORY" = success ] && npx strata impact --json --matrix "$STRATA_MATRIX" --base "$BASE_SHA" --stack "$STRATA_STACK" --history-registry "$REGISTRY" > impact.json; then :; else',
+              '  npx strata impact --json --matrix "$STRATA_MATRIX" --base "$BASE_SHA" --stack "$STRATA_STACK" > impact.json',
+              "fi",
               "{",
               "  echo '## strata: what this pull request rebuilds'",
               "  jq -r '\"**\\(.rebuild.bases | length) base(s)** and **\\(.rebuild.runtimes | length) runtime(s)**\"' impact.json",
+              "  echo",
+              "  jq -r '\"Forecast: \\(.forecast.headline)\"' impact.json",
+              "  echo",
+              "  jq -r 'if (.forecast.bases | length) > 0 then \"| base | forecast | basis | price |\\n| --- | --- | --- | --- |\" else empty end' impact.json",
+              "  jq -r '.forecast.bases[] | \"| `\\(.name)` | \\(.duration // \"-\") | \\(.basis) | \\(.priceBasis) |\"' impact.json",
               "  echo",
               "  echo '| base | change | old tag | new tag | why |'",
               "  echo '| --- | --- | --- | --- | --- |'",
@@ -564,11 +660,84 @@ function prCheckWorkflow(o: Resolved): string {
   return toYaml(header(o, "Shows which bases and runtimes a pull request would rebuild (job summary); no registry access."), doc);
 }
 
-/** The three workflow files (path → content) for a plan. Bad options are a WorkflowError saying what to change. */
+/** Registry read access for the PR check's forecast: the read-only role (ECR) or the registry login (external). */
+function historyAccess(o: Resolved): Json[] {
+  if (o.registryKind === "ecr") {
+    return [
+      { ...(awsSteps(o, VARIABLES.readOnly)[0] as Record<string, Json>), id: "aws", "continue-on-error": true },
+      { id: "history", name: "Log in to ECR (build history for the forecast)", if: "${{ steps.aws.outcome == 'success' }}", "continue-on-error": true, uses: ACTIONS.ecrLogin },
+    ];
+  }
+  return [{ ...(registryLogin(o)[0] as Record<string, Json>), id: "history", "continue-on-error": true }];
+}
+
+/**
+ * Base GC on a schedule: the bases open pull requests' matrices derive are listed first (from each open pull
+ * request's head, offline from the registry's point of view), then `strata gc` deletes what nothing uses.
+ */
+function gcWorkflow(o: Resolved): string {
+  const doc: Json = {
+    name: "strata base gc",
+    on: {
+      schedule: [{ cron: o.gcSchedule }],
+      workflow_dispatch: { inputs: { apply: { description: "Delete (otherwise a dry run)", required: false, type: "boolean", default: false } } },
+    },
+    permissions: {},
+    concurrency: { group: `strata-gc-${o.stack}`, "cancel-in-progress": false },
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
+    jobs: {
+      gc: {
+        name: "Delete base tags nothing uses",
+        "runs-on": "ubuntu-latest",
+        "timeout-minutes": 60,
+        permissions: { contents: "read", "pull-requests": "read", "id-token": "write" },
+        steps: [
+          ...setupSteps(o, 0),
+          ...awsSteps(o, VARIABLES.pushBases),
+          ...registryLogin(o),
+          {
+            name: "Bases of open pull requests",
+            env: { GH_TOKEN: "${{ github.token }}" },
+            run: sh([
+              "set -euo pipefail",
+              ": > in-use.txt",
+              "for pr in $(gh pr list --state open --limit 500 --json number --jq '.[].number'); do",
+              '  git fetch --quiet origin "pull/$pr/head:refs/strata-gc/pr-$pr"',
+              '  git worktree add --quiet --detach "../pr-$pr" "refs/strata-gc/pr-$pr"',
+              '  if [ -f "../pr-$pr/$STRATA_MATRIX" ] && npx strata check --matrix "../pr-$pr/$STRATA_MATRIX" --json > "pr-$pr.json"; then',
+              `    jq -r '.bases[].tag' "pr-$pr.json" >> in-use.txt`,
+              "  else",
+              '    echo "::warning::pull request #$pr: its matrix does not load; its bases are not known (kept only by age)"',
+              "  fi",
+              '  git worktree remove --force "../pr-$pr"',
+              "done",
+              'echo "$(sort -u in-use.txt | wc -l) base tag(s) in use by open pull requests"',
+            ]),
+          },
+          {
+            name: "strata gc",
+            env: { REGISTRY: `\${{ vars.${VARIABLES.registry} }}`, APPLY: "${{ github.event_name == 'schedule' || inputs.apply }}" },
+            run: sh([
+              "set -euo pipefail",
+              `args=(--stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --registry "$REGISTRY" --in-use in-use.txt --keep-releases ${o.gcKeepReleases} --min-age-days ${o.gcMinAgeDays})`,
+              'if [ "$APPLY" = true ]; then args+=(--apply); fi',
+              'npx strata gc "${args[@]}" | tee gc.txt',
+              "{ echo '### strata base gc'; echo '```'; cat gc.txt; echo '```'; } >> \"$GITHUB_STEP_SUMMARY\"",
+            ]),
+          },
+        ],
+      },
+    },
+  };
+  return toYaml(header(o, `Deletes base tags no current base, none of the last ${o.gcKeepReleases} releases and no open pull request uses, older than ${o.gcMinAgeDays} days.`), doc);
+}
+
+/** The workflow files (path → content) for a plan. Bad options are a WorkflowError saying what to change. */
 export function generateWorkflows(plan: Pick<BuildPlan, "bases" | "runtimes">, opts: WorkflowOptions): Record<string, string> {
   const o = resolve(opts);
   return {
     [WORKFLOW_FILES.bases]: basesWorkflow(plan, o),
+    [WORKFLOW_FILES.gc]: gcWorkflow(o),
     [WORKFLOW_FILES.prCheck]: prCheckWorkflow(o),
     [WORKFLOW_FILES.runtimes]: runtimesWorkflow(plan, o),
   };

@@ -3,8 +3,8 @@
 // .cache/engine/root, and a distribution v2 registry (bookworm's docker-registry) on
 // 127.0.0.1. Everything lives in a fresh temp dir; nothing listens on TCP except the registry.
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants, existsSync, openSync, closeSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { accessSync, constants, existsSync, openSync, closeSync, readFileSync, realpathSync } from "node:fs";
+import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -236,6 +236,38 @@ async function buildTinyRootfs(dir: string): Promise<void> {
     if (applet && applet !== "busybox") await symlink("busybox", join(bin, applet));
   }
   await writeFile(join(dir, "Dockerfile"), 'FROM scratch\nCOPY rootfs/ /\nCMD ["/bin/sh"]\n');
+}
+
+/** Standard-library parts a small script (the GPU gate's smoke test) does not need; left out of the Python image. */
+const PYTHON_SKIP = /^(test|idlelib|tkinter|turtledemo|ensurepip|lib2to3|pydoc_data|config-[^/]*|__pycache__|unittest|distutils|asyncio|email|xml|sqlite3|venv)(\/|$)/;
+
+/**
+ * Builds `tag`: the tiny image plus this machine's Debian python3 (interpreter, the shared libraries it links and
+ * its standard library), and `extra` directories copied in (image path → host path). No PyPI or Docker Hub here:
+ * this is how a test gets a Python interpreter into a container. Throws when /usr/bin/python3 is missing.
+ */
+export async function buildPythonImage(engine: Engine, tag: string, extra: Record<string, string> = {}): Promise<void> {
+  if (!existsSync("/usr/bin/python3")) throw new Error("no /usr/bin/python3 on this machine (apt-get install python3-minimal)");
+  const exe = realpathSync("/usr/bin/python3");
+  const version = /python(3\.\d+)$/.exec(exe)?.[1];
+  if (!version) throw new Error(`cannot tell the Python version of ${exe}`);
+  const dir = await mkdtemp(join(engine.dir, "python-image-"));
+  const root = join(dir, "rootfs");
+  const copy = async (src: string) => {
+    await mkdir(dirname(join(root, src)), { recursive: true });
+    await cp(src, join(root, src), { dereference: true });
+  };
+  await copy(exe);
+  await symlink(exe.split("/").pop()!, join(root, "usr/bin/python3"));
+  const ldd = await run("ldd", [exe]);
+  for (const m of ldd.stdout.matchAll(/(\/\S+\.so[.\d]*)/g)) await copy(m[1]);
+  const stdlib = `/usr/lib/python${version}`;
+  await cp(stdlib, join(root, stdlib), { recursive: true, filter: (src) => !PYTHON_SKIP.test(src.slice(stdlib.length + 1)) });
+  for (const [dest, src] of Object.entries(extra)) await cp(src, join(root, dest), { recursive: true });
+  await writeFile(join(dir, "Dockerfile"), `FROM ${TINY_IMAGE}\nCOPY rootfs/ /\n`);
+  const r = await engine.docker(["buildx", "build", "--progress=plain", "--load", "-t", tag, dir], { timeoutMs: 240_000 });
+  if (r.code !== 0) throw new Error(`building the Python image failed (exit ${r.code}):\n${r.stderr.slice(-3000)}`);
+  await rm(dir, { recursive: true, force: true });
 }
 
 /** Starts containerd + dockerd + registry in a fresh temp dir and loads the tiny OS image. */

@@ -1,0 +1,234 @@
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { BuildLedgerSchema, type BuildLedger } from "../matrix/forecast.ts";
+
+/**
+ * A small OCI distribution API client (tags, manifests, blobs, push, delete) over fetch, with the registry token
+ * flow (Basic, or Bearer from the realm GitHub/GHCR/Docker Hub-style registries name). ECR speaks the same API for
+ * reading and pushing with Basic `AWS:<token>` (what `docker login` stores); deleting on ECR goes through the ECR
+ * API instead (cli/gc.ts).
+ */
+
+export const MANIFEST_TYPES = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/** Media type of a base's build-record ledger (the artifact's config blob). */
+export const LEDGER_MEDIA_TYPE = "application/vnd.strata.build-records.v1+json";
+/** Largest ledger or manifest read; anything bigger is refused rather than buffered. */
+const MAX_DOCUMENT_BYTES = 4 << 20;
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: { os?: string; architecture?: string };
+  annotations?: Record<string, string>;
+}
+
+export interface Manifest {
+  mediaType?: string;
+  config?: Descriptor;
+  layers?: Descriptor[];
+  manifests?: Descriptor[];
+  subject?: Descriptor;
+  annotations?: Record<string, string>;
+}
+
+export class RegistryError extends Error {}
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+/** Credentials for `host` from the environment (STRATA_REGISTRY_USERNAME/PASSWORD) or the docker config (`docker login`). */
+export function credentialsFor(host: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  if (env.STRATA_REGISTRY_USERNAME && env.STRATA_REGISTRY_PASSWORD) return { username: env.STRATA_REGISTRY_USERNAME, password: env.STRATA_REGISTRY_PASSWORD };
+  const file = join(env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
+  if (!existsSync(file)) return undefined;
+  try {
+    const cfg = JSON.parse(readFileSync(file, "utf8")) as { auths?: Record<string, { auth?: string }> };
+    const entry = cfg.auths?.[host] ?? cfg.auths?.[`https://${host}`];
+    if (!entry?.auth) return undefined;
+    const text = Buffer.from(entry.auth, "base64").toString("utf8");
+    const colon = text.indexOf(":");
+    return colon > 0 ? { username: text.slice(0, colon), password: text.slice(colon + 1) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class RegistryClient {
+  readonly base: string;
+  private authHeader: string | undefined;
+
+  constructor(
+    readonly host: string,
+    private readonly credentials: Credentials | undefined = credentialsFor(host),
+  ) {
+    const loopback = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/.test(host);
+    this.base = `${loopback ? "http" : "https"}://${host}`;
+  }
+
+  private async send(method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}, scope?: string): Promise<Response> {
+    const url = path.startsWith("http") ? path : `${this.base}${path}`;
+    const go = () =>
+      fetch(url, { method, headers: { ...(init.headers ?? {}), ...(this.authHeader ? { Authorization: this.authHeader } : {}) }, body: init.body, redirect: "follow", signal: AbortSignal.timeout(60_000) });
+    let res: Response;
+    try {
+      res = await go();
+      if (res.status === 401 && (await this.authenticate(res, scope))) res = await go();
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new RegistryError(`registry ${this.host}: ${method} ${path}: ${(err as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ""}; is the registry address right and reachable?`);
+    }
+    return res;
+  }
+
+  /** Answers a 401 challenge; true when a retry may succeed. */
+  private async authenticate(res: Response, scope?: string): Promise<boolean> {
+    await res.body?.cancel();
+    const challenge = res.headers.get("www-authenticate") ?? "";
+    const basic = this.credentials ? `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString("base64")}` : undefined;
+    if (/^basic/i.test(challenge)) {
+      if (!basic || this.authHeader === basic) return false;
+      this.authHeader = basic;
+      return true;
+    }
+    const realm = /realm="([^"]+)"/.exec(challenge)?.[1];
+    if (!/^bearer/i.test(challenge) || !realm) return false;
+    const url = new URL(realm);
+    const service = /service="([^"]+)"/.exec(challenge)?.[1];
+    if (service) url.searchParams.set("service", service);
+    const wanted = /scope="([^"]+)"/.exec(challenge)?.[1] ?? scope;
+    if (wanted) url.searchParams.set("scope", wanted);
+    const r = await fetch(url, { headers: basic ? { Authorization: basic } : {}, signal: AbortSignal.timeout(30_000) });
+    if (!r.ok) return false;
+    const body = (await r.json()) as { token?: string; access_token?: string };
+    const token = body.token ?? body.access_token;
+    if (!token) return false;
+    this.authHeader = `Bearer ${token}`;
+    return true;
+  }
+
+  private async fail(res: Response, what: string): Promise<never> {
+    const text = (await res.text().catch(() => "")).slice(0, 300);
+    const hint = res.status === 401 || res.status === 403 ? " (log in first: docker login, or aws-actions/amazon-ecr-login)" : "";
+    throw new RegistryError(`registry ${this.host}: ${what}: HTTP ${res.status}${hint} ${text}`.trim());
+  }
+
+  /** Every tag of a repository (following pagination); [] when the repository does not exist. */
+  async tags(repo: string): Promise<string[]> {
+    const out: string[] = [];
+    let path: string | null = `/v2/${repo}/tags/list?n=1000`;
+    for (let page = 0; path && page < 1000; page++) {
+      const res: Response = await this.send("GET", path, {}, `repository:${repo}:pull`);
+      if (res.status === 404) return out;
+      if (!res.ok) await this.fail(res, `list tags of ${repo}`);
+      out.push(...(((await res.json()) as { tags?: string[] | null }).tags ?? []));
+      const next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get("link") ?? "")?.[1];
+      path = next ?? null;
+    }
+    return out;
+  }
+
+  /** A manifest by tag or digest, or null when there is none. */
+  async manifest(repo: string, ref: string): Promise<{ digest: string; mediaType: string; manifest: Manifest; size: number } | null> {
+    const res = await this.send("GET", `/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_TYPES.join(", ") } }, `repository:${repo}:pull`);
+    if (res.status === 404) return null;
+    if (!res.ok) await this.fail(res, `get manifest ${repo}:${ref}`);
+    const body = Buffer.from(await res.arrayBuffer());
+    if (body.length > MAX_DOCUMENT_BYTES) throw new RegistryError(`registry ${this.host}: manifest ${repo}:${ref} is ${body.length} bytes; refusing to read it`);
+    const digest = res.headers.get("docker-content-digest") ?? `sha256:${createHash("sha256").update(body).digest("hex")}`;
+    const manifest = JSON.parse(body.toString("utf8")) as Manifest;
+    return { digest, mediaType: manifest.mediaType ?? res.headers.get("content-type") ?? "", manifest, size: body.length };
+  }
+
+  async blob(repo: string, digest: string, maxBytes = MAX_DOCUMENT_BYTES): Promise<Buffer> {
+    const res = await this.send("GET", `/v2/${repo}/blobs/${digest}`, {}, `repository:${repo}:pull`);
+    if (!res.ok) await this.fail(res, `get blob ${repo}@${digest}`);
+    const len = Number(res.headers.get("content-length") ?? 0);
+    if (len > maxBytes) throw new RegistryError(`registry ${this.host}: blob ${repo}@${digest} is ${len} bytes; refusing to read it`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /** Uploads a blob (monolithic POST + PUT); returns its descriptor. */
+  async putBlob(repo: string, data: Buffer, mediaType: string): Promise<Descriptor> {
+    const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    const scope = `repository:${repo}:pull,push`;
+    const head = await this.send("HEAD", `/v2/${repo}/blobs/${digest}`, {}, scope);
+    if (head.ok) return { mediaType, digest, size: data.length };
+    const start = await this.send("POST", `/v2/${repo}/blobs/uploads/`, { headers: { "Content-Length": "0" } }, scope);
+    if (start.status !== 202) await this.fail(start, `start blob upload to ${repo}`);
+    const location = start.headers.get("location");
+    if (!location) throw new RegistryError(`registry ${this.host}: blob upload to ${repo} gave no Location`);
+    const url = new URL(location, this.base);
+    url.searchParams.set("digest", digest);
+    const put = await this.send("PUT", url.toString(), { headers: { "Content-Type": "application/octet-stream", "Content-Length": String(data.length) }, body: data }, scope);
+    if (put.status !== 201) await this.fail(put, `upload blob to ${repo}`);
+    return { mediaType, digest, size: data.length };
+  }
+
+  /** Pushes a manifest under a tag; returns its digest. */
+  async putManifest(repo: string, tag: string, manifest: Manifest & { mediaType: string }): Promise<string> {
+    const body = Buffer.from(JSON.stringify(manifest));
+    const res = await this.send("PUT", `/v2/${repo}/manifests/${tag}`, { headers: { "Content-Type": manifest.mediaType }, body }, `repository:${repo}:pull,push`);
+    if (res.status !== 201) await this.fail(res, `push manifest ${repo}:${tag}`);
+    return res.headers.get("docker-content-digest") ?? `sha256:${createHash("sha256").update(body).digest("hex")}`;
+  }
+
+  /** Deletes a manifest by digest (and so every tag on it); false when it was already gone. */
+  async deleteManifest(repo: string, digest: string): Promise<boolean> {
+    const res = await this.send("DELETE", `/v2/${repo}/manifests/${digest}`, {}, `repository:${repo}:delete`);
+    if (res.status === 404) return false;
+    if (res.status !== 202 && res.status !== 200) await this.fail(res, `delete ${repo}@${digest}`);
+    await res.body?.cancel();
+    return true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Build-record ledgers: one small OCI artifact per base in the cache repository, tag `buildrecord-<base>`.
+
+export function ledgerTag(base: string): string {
+  return `buildrecord-${base}`;
+}
+
+/** A base's ledger, or null when none was recorded. A malformed ledger is an error naming its reference. */
+export async function readLedger(client: RegistryClient, cacheRepo: string, base: string): Promise<BuildLedger | null> {
+  const found = await client.manifest(cacheRepo, ledgerTag(base));
+  if (!found) return null;
+  const config = found.manifest.config;
+  const ref = `${client.host}/${cacheRepo}:${ledgerTag(base)}`;
+  if (config?.mediaType !== LEDGER_MEDIA_TYPE) throw new RegistryError(`${ref} is not a strata build-record ledger (config media type ${config?.mediaType ?? "none"})`);
+  const text = (await client.blob(cacheRepo, config.digest)).toString("utf8");
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new RegistryError(`${ref}: the ledger is not JSON (${(err as Error).message})`);
+  }
+  const parsed = BuildLedgerSchema.safeParse(data);
+  if (!parsed.success) throw new RegistryError(`${ref}: the ledger is malformed at ${parsed.error.issues[0].path.join(".")}: ${parsed.error.issues[0].message}`);
+  return parsed.data as BuildLedger;
+}
+
+/** Pushes a ledger as `<cacheRepo>:buildrecord-<base>` (an OCI artifact; the JSON is its config blob). */
+export async function writeLedger(client: RegistryClient, cacheRepo: string, ledger: BuildLedger): Promise<string> {
+  const json = Buffer.from(JSON.stringify(ledger, null, 1) + "\n");
+  const config = await client.putBlob(cacheRepo, json, LEDGER_MEDIA_TYPE);
+  const empty = await client.putBlob(cacheRepo, Buffer.from("{}"), "application/vnd.oci.empty.v1+json");
+  return client.putManifest(cacheRepo, ledgerTag(ledger.base), {
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config,
+    layers: [empty],
+    annotations: { "org.opencontainers.image.title": `strata build records of base ${ledger.base}` },
+  } as Manifest & { mediaType: string; schemaVersion: number });
+}
