@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { MatrixError, type Location, type Problem } from "./matrix/errors.ts";
+import { LIMITS } from "./matrix/files.ts";
 import { allowedKeys, closest } from "./matrix/schema.ts";
 import { SourceFile } from "./matrix/source.ts";
 
@@ -150,7 +151,7 @@ export function configLocation(key: string, path: ReadonlyArray<string | number>
   const file = `Pulumi.${pulumi.getStack()}.yaml`;
   if (!existsSync(file)) return { file, line: 1, col: 1 };
   try {
-    return SourceFile.read(file).locate(["config", `strata:${key}`, ...path], opts);
+    return SourceFile.read(file, file, LIMITS.stackBytes).locate(["config", `strata:${key}`, ...path], opts);
   } catch {
     return { file, line: 1, col: 1 };
   }
