@@ -329,6 +329,7 @@ function deriveFromConsumers(
       if ("error" in r) problems.error(fieldAt(name), `consumer entry ${i}, field '${name}': ${r.error}`, "fix the entry, or the mapping under derive.fields");
       else fields[name] = r.value;
     }
+    if (fields.name === undefined) return;
     if (fields.name === "") {
       problems.error(fieldAt("name"), `consumer entry ${i} has no name ('${sourceFieldOf(d.fields.name)}' is empty)`, "give every entry a unique name");
       return;

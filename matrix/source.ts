@@ -58,6 +58,7 @@ export class SourceFile {
     } catch (err) {
       throw tooDeep(file, err);
     }
+    if (doc.errors.some((e) => /Maximum call stack/.test(e.message))) throw tooDeep(file, new RangeError());
     if (doc.errors.length > 0) {
       throw new MatrixError(
         doc.errors.map((e) => {
