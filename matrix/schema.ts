@@ -184,12 +184,24 @@ function reportIssue(schema: z.ZodType, issue: z.core.$ZodIssue, src: SourceFile
       return;
     }
     default:
-      problems.error(src.locate(path), `'${field}' ${issue.message.replace(/^Invalid input: /, "")}`, fixFor(issue, field));
+      problems.error(src.locate(path), `'${field}' ${messageOf(issue)}`, fixFor(issue, field));
   }
 }
 
+function messageOf(issue: z.core.$ZodIssue): string {
+  if (issue.code === "too_small" && issue.message.startsWith("Too small")) {
+    const n = String(issue.minimum);
+    if (issue.origin === "string") return n === "1" ? "must not be empty" : `must be at least ${n} characters`;
+    if (issue.origin === "array") return `must have at least ${n} item${n === "1" ? "" : "s"}`;
+  }
+  if (issue.code === "invalid_key") return `is not an allowed key: it ${issue.issues.map((i) => i.message.replace(/^Invalid input: /, "")).join("; ")}`;
+  return issue.message.replace(/^Invalid input: /, "");
+}
+
 function fixFor(issue: z.core.$ZodIssue, field: string): string {
-  if (issue.code === "too_small") return `give '${field}' at least ${String(issue.minimum)} item(s) or characters`;
+  if (issue.code === "too_small") return issue.origin === "array" ? `give '${field}' at least ${String(issue.minimum)} item(s), or leave it out for the default` : `give '${field}' a value of at least ${String(issue.minimum)} character(s)`;
+  if (issue.code === "too_big") return `keep '${field}' within the limit (the README's matrix section lists them)`;
+  if (issue.code === "invalid_key") return "rename the key";
   if (issue.code === "invalid_value") return `use one of: ${issue.values.map(String).join(", ")}`;
   return `correct the value of '${field}'`;
 }
@@ -229,7 +241,11 @@ function describe(path: Path): string {
   return path.map((p) => (typeof p === "number" ? `[${p}]` : p)).join(".").replace(/\.\[/g, "[");
 }
 
-function article(expected: string): string {
+/** A zod type name in the words of a YAML file. */
+const TYPE_WORDS: Record<string, string> = { record: "mapping", object: "mapping", array: "list", int: "whole number" };
+
+function article(zodType: string): string {
+  const expected = TYPE_WORDS[zodType] ?? zodType;
   return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
 }
 
