@@ -28,7 +28,8 @@ Usage:
       --check exits 1 when the committed files are out of date.
 
 The matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.
-Exit status: 0 success, 1 invalid input (matrix, Dockerfiles, config), 2 usage error.`;
+Exit status: 0 success; 1 invalid input (matrix, derive source, Dockerfiles, stack config: each problem at
+file:line:col), workflows --check out of date; 2 usage error (impact: also a git error); 3 a bug in strata.`;
 
 /** A mistake in how strata was called: usage text, exit 2. */
 class UsageError extends Error {}

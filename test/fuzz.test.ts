@@ -94,6 +94,12 @@ const FEATURES = [
   "num: 1e400\n",
   "long: 123456789012345678901234567890\n",
   "'quoted': \"unterminated\n",
+  "  strata:matrix: 42\n",
+  "  strata:matrix: examples/localai/strata-pr9672.yaml\n",
+  "  strata:release: { sha: 1234567, version: [v1] }\n",
+  "  strata:registry: { kind: external, address: 5 }\n",
+  "  registry: ~\n",
+  "  strata:registry:\n    secure: AAAA\n",
 ];
 
 const op: fc.Arbitrary<Op> = fc.oneof(

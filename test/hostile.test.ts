@@ -80,6 +80,21 @@ describe("files that are not regular files are refused, never read", () => {
   });
 });
 
+describe("the stack file's values the CLI reads have their types", () => {
+  for (const [stack, message, line] of [
+    ["config:\n  strata:release:\n    sha: 1234567\n", /^Pulumi\.dev\.yaml:3:10: error: strata:release\.sha must be a string/m, 3],
+    ["config:\n  strata:matrix: 5\n", /^Pulumi\.dev\.yaml:2:18: error: strata:matrix must be the path of the matrix file/m, 2],
+    ["config: [1]\n", /^Pulumi\.dev\.yaml:1:9: error: `config:` must be a mapping/m, 1],
+    ["- a\n", /^Pulumi\.dev\.yaml:1:1: error: a stack file must be a mapping/m, 1],
+  ] as const) {
+    test(`exit 1 at line ${line}, not an internal error: ${JSON.stringify(stack)}`, () => {
+      const r = strata(["bake", "--registry", "localhost:5000"], proj(undefined, { "Pulumi.dev.yaml": stack }));
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, message);
+    });
+  }
+});
+
 describe("files over their size limit are refused before they are read", () => {
   test("a derive source over 16 MiB (sparse: nothing is allocated)", () => {
     const dir = proj(DERIVE("consumers.json"));
