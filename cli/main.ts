@@ -1,9 +1,12 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import Module, { createRequire } from "node:module";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { formatProblem, MatrixError } from "../matrix/errors.ts";
+import { formatProblem, MatrixError, Problems } from "../matrix/errors.ts";
+import { LIMITS, readRegularFile } from "../matrix/files.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
+import { RecordedBasesSchema, validate } from "../matrix/schema.ts";
+import { SourceFile } from "../matrix/source.ts";
 import { bakeFile, pinsFromMetadata } from "./bake.ts";
 import { table } from "./plan.ts";
 import { readStackFile } from "./stack.ts";
@@ -155,13 +158,11 @@ async function plan(v: Values): Promise<number> {
 /** `plan --recorded`: why each base of the matrix differs from what the stack recorded at its last update. */
 async function explainStack(file: string, plan: BuildPlan, json: boolean): Promise<number> {
   const { explainRecorded, formatImpact, impactJson } = await import("../matrix/impact.ts");
-  let recorded: unknown;
-  try {
-    recorded = JSON.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new MatrixError([{ file, line: 1, col: 1, message: `cannot read the recorded outputs (${(err as Error).message})`, fix: "pass the output of `pulumi stack output bases --json`" }]);
-  }
-  const report = explainRecorded(recorded as Parameters<typeof explainRecorded>[0], plan);
+  const src = SourceFile.read(file, file, LIMITS.sourceBytes);
+  const problems = new Problems();
+  const recorded = validate(RecordedBasesSchema, src.data, src, problems);
+  problems.throwIfAny();
+  const report = explainRecorded(recorded!, plan);
   process.stdout.write((json ? JSON.stringify(impactJson(report), null, 2) : formatImpact(report)) + "\n");
   return 0;
 }
@@ -210,7 +211,7 @@ function bake(v: Values): number {
   let pins: Record<string, string> | undefined;
   if (v.pin) {
     try {
-      pins = pinsFromMetadata(JSON.parse(readFileSync(v.pin as string, "utf8")));
+      pins = pinsFromMetadata(JSON.parse(readRegularFile(v.pin as string, LIMITS.sourceBytes, "bake metadata file")));
     } catch (err) {
       throw new MatrixError([{ file: v.pin as string, line: 1, col: 1, message: `cannot read the bake metadata (${(err as Error).message})`, fix: "pass the file written by `docker buildx bake bases --metadata-file FILE`" }]);
     }

@@ -120,6 +120,26 @@ export const MatrixFileSchema = z.strictObject({
   derive: DeriveSpec.optional(),
 });
 
+/** A stack's recorded `bases` output (`pulumi stack output bases --json`), as `strata plan --recorded` reads it. */
+export const RecordedBasesSchema = z.record(
+  z.string(),
+  z.object({
+    tag: z.string().min(1),
+    identity: z.string().optional(),
+    consumers: z.array(z.string()).optional(),
+    inputs: z
+      .object({
+        dockerfileDigest: z.string(),
+        target: z.string(),
+        args: z.record(z.string(), z.string()),
+        platforms: z.array(z.string()),
+        contextDigest: z.string(),
+        contextFiles: z.record(z.string(), z.string()),
+      })
+      .optional(),
+  }),
+);
+
 export type MatrixFile = z.infer<typeof MatrixFileSchema>;
 export type BaseSpec = z.infer<typeof BaseSpec>;
 export type RuntimeSpec = z.infer<typeof RuntimeSpec>;
@@ -165,7 +185,7 @@ function reportIssue(schema: z.ZodType, issue: z.core.$ZodIssue, src: SourceFile
       } else {
         problems.error(
           src.locate(path),
-          `'${field}' must be ${article(issue.expected)}, not ${typeName(issue.input)}`,
+          `${path.length ? `'${field}'` : "the file"} must be ${article(issue.expected)}, not ${typeName(issue.input)}`,
           typeof issue.input === "number" && issue.expected === "string"
             ? `quote the value ("${src.rawText(path) ?? String(issue.input)}") so YAML keeps it as written`
             : `write ${article(issue.expected)} here`,

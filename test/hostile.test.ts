@@ -95,6 +95,28 @@ describe("the stack file's values the CLI reads have their types", () => {
   }
 });
 
+describe("files given on the command line", () => {
+  test("plan --recorded with outputs of the wrong shape: exit 1 at the value, not an internal error", () => {
+    const dir = proj(undefined, { "rec.json": '{"ampere": {"tag": 5}}', "list.json": "[1]" });
+    let r = strata(["plan", "--recorded", "rec.json"], dir);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^rec\.json:1:20: error: 'tag' must be a string, not number 5/m);
+    r = strata(["plan", "--recorded", "list.json"], dir);
+    assert.match(r.stderr, /^list\.json:1:1: error: the file must be a mapping, not a list/m);
+  });
+
+  test("plan --recorded and bake --pin given a FIFO: exit 1 at once", () => {
+    const dir = proj();
+    mkfifo(join(dir, "pipe.json"));
+    const rec = strata(["plan", "--recorded", "pipe.json"], dir);
+    assert.equal(rec.code, 1);
+    assert.match(rec.stderr, /^pipe\.json:1:1: error: the file is a FIFO/m);
+    const pin = strata(["bake", "--registry", "localhost:5000", "--pin", "pipe.json"], dir);
+    assert.equal(pin.code, 1);
+    assert.match(pin.stderr, /^pipe\.json:1:1: error: cannot read the bake metadata \(the bake metadata file is a FIFO/m);
+  });
+});
+
 describe("files over their size limit are refused before they are read", () => {
   test("a derive source over 16 MiB (sparse: nothing is allocated)", () => {
     const dir = proj(DERIVE("consumers.json"));
