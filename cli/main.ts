@@ -158,10 +158,16 @@ async function plan(v: Values): Promise<number> {
 /** `plan --recorded`: why each base of the matrix differs from what the stack recorded at its last update. */
 async function explainStack(file: string, plan: BuildPlan, json: boolean): Promise<number> {
   const { explainRecorded, formatImpact, impactJson } = await import("../matrix/impact.ts");
-  const src = SourceFile.read(file, file, LIMITS.sourceBytes);
-  const problems = new Problems();
-  const recorded = validate(RecordedBasesSchema, src.data, src, problems);
-  problems.throwIfAny();
+  let recorded;
+  try {
+    const src = SourceFile.read(file, file, LIMITS.sourceBytes);
+    const problems = new Problems();
+    recorded = validate(RecordedBasesSchema, src.data, src, problems);
+    problems.throwIfAny();
+  } catch (err) {
+    if (!(err instanceof MatrixError)) throw err;
+    throw new MatrixError(err.problems.map((p) => ({ ...p, message: `cannot read the recorded outputs: ${p.message}`, fix: `${p.fix}; pass the output of \`pulumi stack output bases --json\`` })));
+  }
   const report = explainRecorded(recorded!, plan);
   process.stdout.write((json ? JSON.stringify(impactJson(report), null, 2) : formatImpact(report)) + "\n");
   return 0;

@@ -100,9 +100,9 @@ describe("files given on the command line", () => {
     const dir = proj(undefined, { "rec.json": '{"ampere": {"tag": 5}}', "list.json": "[1]" });
     let r = strata(["plan", "--recorded", "rec.json"], dir);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^rec\.json:1:20: error: 'tag' must be a string, not number 5/m);
+    assert.match(r.stderr, /^rec\.json:1:20: error: cannot read the recorded outputs: 'tag' must be a string, not number 5/m);
     r = strata(["plan", "--recorded", "list.json"], dir);
-    assert.match(r.stderr, /^list\.json:1:1: error: the file must be a mapping, not a list/m);
+    assert.match(r.stderr, /^list\.json:1:1: error: cannot read the recorded outputs: the file must be a mapping, not a list/m);
   });
 
   test("plan --recorded and bake --pin given a FIFO: exit 1 at once", () => {
@@ -110,7 +110,7 @@ describe("files given on the command line", () => {
     mkfifo(join(dir, "pipe.json"));
     const rec = strata(["plan", "--recorded", "pipe.json"], dir);
     assert.equal(rec.code, 1);
-    assert.match(rec.stderr, /^pipe\.json:1:1: error: the file is a FIFO/m);
+    assert.match(rec.stderr, /^pipe\.json:1:1: error: cannot read the recorded outputs: the file is a FIFO/m);
     const pin = strata(["bake", "--registry", "localhost:5000", "--pin", "pipe.json"], dir);
     assert.equal(pin.code, 1);
     assert.match(pin.stderr, /^pipe\.json:1:1: error: cannot read the bake metadata \(the bake metadata file is a FIFO/m);
