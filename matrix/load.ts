@@ -187,6 +187,8 @@ export function loadMatrix(file: string, opts: LoadOptions = {}): BuildPlan {
       .filter((p) => !p.startsWith(".."));
     let context: ContextDigest;
     try {
+      const ignoreOutside = ignoreFile && outsideRepository(relative(dir, ignoreFile), dir, root);
+      if (ignoreOutside) throw new FileProblem(`${relative(dir, ignoreFile!)} ${ignoreOutside.message}`, ignoreOutside.fix);
       context = hashContext(contextDir, ignoreFile, exclude, contexts);
     } catch (err) {
       if (!(err instanceof FileProblem)) throw err;

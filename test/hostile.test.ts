@@ -208,6 +208,14 @@ describe("build inputs must be inside the repository", () => {
     assertProblem(problemsIn(dir), /derive\.source 'df\/c\.json' resolves outside the repository/, 2, 11);
   });
 
+  test("a .dockerignore that is a symlink to outside is refused, not read", () => {
+    const outside = project({ ignore: "*\n" });
+    dirs.push(outside);
+    const dir = repo({ "strata.yaml": base("ctx"), Dockerfile: "FROM ubuntu AS base\n", "ctx/a": "1" });
+    symlinkSync(join(outside, "ignore"), join(dir, "ctx/.dockerignore"));
+    assertProblem(problemsIn(dir), /base 'one': ctx\/\.dockerignore resolves outside the repository/, 2, 27);
+  });
+
   test("absolute paths are refused: a relative path says where the file is on every machine", () => {
     assertProblem(problemsIn(proj(SIMPLE_MATRIX.replace("    context: app\n    dockerfile: docker/Dockerfile.base", "    context: /etc\n    dockerfile: docker/Dockerfile.base"))), /build context '\/etc' is an absolute path/, 3, 14);
   });
