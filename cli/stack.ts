@@ -38,6 +38,9 @@ export function readStackFile(stack: string, dir = "."): { config: Record<string
       config[key] = value;
     }
     const at = (...path: string[]) => ["config", rawKey, ...path];
+    for (const path of nonFinite(value)) {
+      fail(at(...path), `${key}${path.map((p) => `.${p}`).join("")} is a number too large to represent (${src.rawText(at(...path)) ?? "Infinity"})`, "write a number within range (Pulumi passes config as JSON, which has no Infinity or NaN)");
+    }
     if (key === "strata:matrix" && (typeof value !== "string" || value === "")) fail(at(), "strata:matrix must be the path of the matrix file", "pulumi config set strata:matrix strata.yaml");
     if ((key === "strata:registry" || key === "strata:release") && value !== undefined && value !== null) {
       if (!isMapping(value)) {
@@ -52,6 +55,13 @@ export function readStackFile(stack: string, dir = "."): { config: Record<string
   }
   if (problems.length > 0) throw new MatrixError(problems);
   return { config, secretKeys };
+}
+
+/** Paths of the numbers in `v` that JSON cannot carry (1e400 reads as Infinity and would arrive as null). */
+function nonFinite(v: unknown, path: string[] = []): string[][] {
+  if (typeof v === "number") return Number.isFinite(v) ? [] : [path];
+  if (typeof v !== "object" || v === null || path.length > 32) return [];
+  return Object.entries(v).flatMap(([k, x]) => nonFinite(x, [...path, k]));
 }
 
 function isMapping(v: unknown): v is Record<string, unknown> {

@@ -86,6 +86,7 @@ describe("the stack file's values the CLI reads have their types", () => {
     ["config:\n  strata:matrix: 5\n", /^Pulumi\.dev\.yaml:2:18: error: strata:matrix must be the path of the matrix file/m, 2],
     ["config: [1]\n", /^Pulumi\.dev\.yaml:1:9: error: `config:` must be a mapping/m, 1],
     ["- a\n", /^Pulumi\.dev\.yaml:1:1: error: a stack file must be a mapping/m, 1],
+    ["config:\n  strata:registry: { kind: local, untaggedExpiryDays: 1e400 }\n", /^Pulumi\.dev\.yaml:2:55: error: strata:registry\.untaggedExpiryDays is a number too large to represent \(1e400\)/m, 2],
   ] as const) {
     test(`exit 1 at line ${line}, not an internal error: ${JSON.stringify(stack)}`, () => {
       const r = strata(["bake", "--registry", "localhost:5000"], proj(undefined, { "Pulumi.dev.yaml": stack }));
