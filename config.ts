@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { MatrixError, type Location, type Problem } from "./matrix/errors.ts";
+import { LIMITS } from "./matrix/files.ts";
 import { allowedKeys, closest } from "./matrix/schema.ts";
 import { SourceFile } from "./matrix/source.ts";
 import { plaintextSecretProblems } from "./cli/stack.ts";
@@ -83,7 +84,7 @@ export function readStackConfig(): StackConfig {
   }
   // A secret in plain text in the stack file: the same rule `strata plan` applies (cli/stack.ts).
   const stackFile = `Pulumi.${pulumi.getStack()}.yaml`;
-  if (existsSync(stackFile)) problems.push(...plaintextSecretProblems(SourceFile.read(stackFile)));
+  if (existsSync(stackFile)) problems.push(...plaintextSecretProblems(SourceFile.read(stackFile, stackFile, LIMITS.stackBytes)));
   const parse = <T extends z.ZodType>(key: string, schema: T, fallback: unknown): z.infer<T> | undefined => {
     const text = cfg.get(key);
     const raw = text === undefined ? fallback : parseValue(text);
@@ -154,7 +155,7 @@ export function configLocation(key: string, path: ReadonlyArray<string | number>
   const file = `Pulumi.${pulumi.getStack()}.yaml`;
   if (!existsSync(file)) return { file, line: 1, col: 1 };
   try {
-    return SourceFile.read(file).locate(["config", `strata:${key}`, ...path], opts);
+    return SourceFile.read(file, file, LIMITS.stackBytes).locate(["config", `strata:${key}`, ...path], opts);
   } catch {
     return { file, line: 1, col: 1 };
   }

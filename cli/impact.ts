@@ -190,7 +190,7 @@ function planAtRevision(top: string, sha: string, label: string, matrixRel: stri
     if (matrixDir !== "") {
       let plan: BuildPlan | undefined;
       try {
-        plan = loadMatrix(file);
+        plan = loadMatrix(file, { root: tmp });
       } catch (err) {
         if (!(err instanceof MatrixError)) throw err;
       }
@@ -200,7 +200,7 @@ function planAtRevision(top: string, sha: string, label: string, matrixRel: stri
       materialize(top, sha, "", tmp);
     }
     try {
-      return { side: { plan: loadMatrix(file), read }, missing: false, cleanup };
+      return { side: { plan: loadMatrix(file, { root: tmp }), read }, missing: false, cleanup };
     } catch (err) {
       if (err instanceof MatrixError) throw new RevisionMatrixError(label, relocate(err.problems, tmp, label));
       throw err;
@@ -211,14 +211,14 @@ function planAtRevision(top: string, sha: string, label: string, matrixRel: stri
   }
 }
 
-function planInWorktree(matrixAbs: string): LoadedSide {
+function planInWorktree(matrixAbs: string, top: string): LoadedSide {
   const read = (p: string) => {
     const abs = join(dirname(matrixAbs), p);
     return existsSync(abs) ? readFileSync(abs, "utf8") : undefined;
   };
   if (!existsSync(matrixAbs)) return { side: { plan: emptyPlan(matrixAbs) }, missing: true, cleanup: () => {} };
   try {
-    return { side: { plan: loadMatrix(matrixAbs), read }, missing: false, cleanup: () => {} };
+    return { side: { plan: loadMatrix(matrixAbs, { root: top }), read }, missing: false, cleanup: () => {} };
   } catch (err) {
     if (err instanceof MatrixError) throw new RevisionMatrixError("the working tree", err.problems);
     throw err;
@@ -245,7 +245,7 @@ export function computeImpact(opts: ImpactOptions): ImpactResult {
   try {
     const oldSide = planAtRevision(top, base.sha, base.label, matrixRel);
     sides.push(oldSide);
-    const newSide = headSha ? planAtRevision(top, headSha, headLabel, matrixRel) : planInWorktree(real);
+    const newSide = headSha ? planAtRevision(top, headSha, headLabel, matrixRel) : planInWorktree(real, top);
     sides.push(newSide);
     if (oldSide.missing && newSide.missing) throw new ImpactUsageError(`the matrix ${matrixRel} exists at neither ${base.label} nor ${headLabel}`);
     const notes: string[] = [];

@@ -1,9 +1,12 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import Module, { createRequire } from "node:module";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { formatProblem, MatrixError } from "../matrix/errors.ts";
+import { formatProblem, MatrixError, Problems } from "../matrix/errors.ts";
+import { LIMITS, readRegularFile } from "../matrix/files.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
+import { RecordedBasesSchema, validate } from "../matrix/schema.ts";
+import { SourceFile } from "../matrix/source.ts";
 import { bakeFile, pinsFromMetadata } from "./bake.ts";
 import { table } from "./plan.ts";
 import { readStackFile } from "./stack.ts";
@@ -35,7 +38,8 @@ Usage:
       List (dry run) or delete base tags no current base, kept release or open pull request uses.
 
 The matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.
-Exit status: 0 success, 1 invalid input (matrix, Dockerfiles, config), 2 usage error.`;
+Exit status: 0 success; 1 invalid input (matrix, derive source, Dockerfiles, stack config: each problem at
+file:line:col), workflows --check out of date; 2 usage error (impact: also a git error); 3 a bug in strata.`;
 
 /** A mistake in how strata was called: usage text, exit 2. */
 class UsageError extends Error {}
@@ -167,13 +171,17 @@ async function plan(v: Values): Promise<number> {
 /** `plan --recorded`: why each base of the matrix differs from what the stack recorded at its last update. */
 async function explainStack(file: string, plan: BuildPlan, json: boolean, v: Values): Promise<number> {
   const { explainRecorded, formatImpact, impactJson } = await import("../matrix/impact.ts");
-  let recorded: unknown;
+  let recorded;
   try {
-    recorded = JSON.parse(readFileSync(file, "utf8"));
+    const src = SourceFile.read(file, file, LIMITS.sourceBytes);
+    const problems = new Problems();
+    recorded = validate(RecordedBasesSchema, src.data, src, problems);
+    problems.throwIfAny();
   } catch (err) {
-    throw new MatrixError([{ file, line: 1, col: 1, message: `cannot read the recorded outputs (${(err as Error).message})`, fix: "pass the output of `pulumi stack output bases --json`" }]);
+    if (!(err instanceof MatrixError)) throw err;
+    throw new MatrixError(err.problems.map((p) => ({ ...p, message: `cannot read the recorded outputs: ${p.message}`, fix: `${p.fix}; pass the output of \`pulumi stack output bases --json\`` })));
   }
-  const report = explainRecorded(recorded as Parameters<typeof explainRecorded>[0], plan);
+  const report = explainRecorded(recorded!, plan);
   const { forecastForReport, forecastJson, forecastText } = await import("./forecast.ts");
   const forecast = await forecastForReport(report, plan, v as { history?: string; "history-registry"?: string; stack?: string });
   process.stdout.write((json ? JSON.stringify({ ...impactJson(report), forecast: forecastJson(forecast) }, null, 2) : formatImpact(report) + forecastText(forecast, v)) + "\n");
@@ -224,7 +232,7 @@ function bake(v: Values): number {
   let pins: Record<string, string> | undefined;
   if (v.pin) {
     try {
-      pins = pinsFromMetadata(JSON.parse(readFileSync(v.pin as string, "utf8")));
+      pins = pinsFromMetadata(JSON.parse(readRegularFile(v.pin as string, LIMITS.sourceBytes, "bake metadata file")));
     } catch (err) {
       throw new MatrixError([{ file: v.pin as string, line: 1, col: 1, message: `cannot read the bake metadata (${(err as Error).message})`, fix: "pass the file written by `docker buildx bake bases --metadata-file FILE`" }]);
     }

@@ -1,4 +1,5 @@
 import type { Location, Problems } from "./errors.ts";
+import { LIMITS } from "./files.ts";
 import type { FieldMapping } from "./schema.ts";
 import { renderTemplate } from "./plan.ts";
 
@@ -22,21 +23,25 @@ export interface DerivedBase {
 
 /** Reads one strata field from a raw entry by its mapping; `undefined` with an error message when it fails. */
 export function mapField(raw: Record<string, unknown>, mapping: FieldMapping): { value: string } | { error: string } {
-  if (typeof mapping === "string") return { value: stringify(raw[mapping]) };
+  const read = (f: string) => stringify(Object.hasOwn(raw, f) ? raw[f] : undefined);
   let value: string;
-  if (mapping.fields) {
-    value = mapping.fields.map((f) => stringify(raw[f])).filter((v) => v !== "").join("-");
+  if (typeof mapping === "string") {
+    value = read(mapping);
+  } else if (mapping.fields) {
+    value = mapping.fields.map(read).filter((v) => v !== "").join("-");
   } else if (mapping.field) {
-    value = stringify(raw[mapping.field]);
+    value = read(mapping.field);
   } else {
     return { error: "a field mapping needs 'field' or 'fields'" };
   }
+  if (value.length > LIMITS.stringChars) return { error: `the value is ${value.length} characters long (at most ${LIMITS.stringChars})` };
+  if (typeof mapping === "string") return { value };
   if (mapping.pattern && value !== "") {
     const m = new RegExp(mapping.pattern).exec(value);
     if (!m) return { error: `value '${value}' does not match pattern /${mapping.pattern}/` };
     value = m[1] ?? m[0];
   }
-  if (mapping.map && value in mapping.map) value = mapping.map[value];
+  if (mapping.map && Object.hasOwn(mapping.map, value)) value = mapping.map[value];
   if (value === "" && mapping.default !== undefined) value = mapping.default;
   return { value };
 }
@@ -48,9 +53,11 @@ export function sourceFieldOf(mapping: FieldMapping | undefined): string | undef
   return mapping.field ?? mapping.fields?.[0];
 }
 
+/** A source value as text: lists joined by ',', mappings as JSON (never through their own toString). */
 function stringify(v: unknown): string {
   if (v === undefined || v === null) return "";
   if (Array.isArray(v)) return v.map(stringify).join(",");
+  if (typeof v === "object") return v instanceof Date ? v.toISOString() : JSON.stringify(v) ?? "";
   return String(v);
 }
 

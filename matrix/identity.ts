@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, lstatSync, readdirSync, readlinkSync, readSync, type Dirent } from "node:fs";
 import { join, relative, sep } from "node:path";
 import dockerignore from "@balena/dockerignore";
+import { FileProblem, LIMITS, notRegular, openFile, readRegularFile } from "./files.ts";
 
 /** The digest of a build context: one sha256 per file that the build can see, after .dockerignore. */
 export interface ContextDigest {
@@ -53,10 +54,20 @@ export function ignoreFileFor(contextDir: string, dockerfilePath: string): strin
 /**
  * Hashes every file of a build context that .dockerignore lets through. `.git` is never hashed: it changes with
  * every commit and belongs in .dockerignore anyway. With a `cache` (one per matrix load), bases sharing a context
- * cost one walk.
+ * cost one walk. A symlink is hashed as the link (its target path), never followed, as BuildKit sends it; a FIFO,
+ * socket or device, a context of more than LIMITS.contextFiles files, or an unreadable ignore file or directory
+ * is a FileProblem naming the path.
  */
 export function hashContext(contextDir: string, ignoreFile?: string, exclude: string[] = [], cache?: Map<string, ContextDigest>): ContextDigest {
-  const ignoreText = ignoreFile ? readFileSync(ignoreFile, "utf8") : "";
+  let ignoreText = "";
+  if (ignoreFile) {
+    try {
+      ignoreText = readRegularFile(ignoreFile, LIMITS.ignoreBytes, "ignore file");
+    } catch (err) {
+      if (err instanceof FileProblem) throw new FileProblem(`${ignoreFile}: ${err.message}`, err.fix, err.code);
+      throw err;
+    }
+  }
   const key = `${contextDir}\0${ignoreText}\0${exclude.join("\0")}`;
   const hit = cache?.get(key);
   if (hit) return hit;
@@ -66,9 +77,16 @@ export function hashContext(contextDir: string, ignoreFile?: string, exclude: st
   const hasExceptions = patterns.some((p) => p.startsWith("!"));
   const excluded = new Set(exclude);
   const files: Record<string, string> = {};
+  let count = 0;
 
   const walk = (dir: string) => {
-    for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (err) {
+      throw new FileProblem(`cannot list ${relative(contextDir, dir) || "."} in the build context (${(err as NodeJS.ErrnoException).code ?? String(err)})`, "make the directory readable, or add it to .dockerignore");
+    }
+    for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const abs = join(dir, entry.name);
       const rel = relative(contextDir, abs).split(sep).join("/");
       if (rel === ".git" || excluded.has(rel)) continue;
@@ -76,7 +94,13 @@ export function hashContext(contextDir: string, ignoreFile?: string, exclude: st
       if (entry.isDirectory()) {
         if (!ignored || hasExceptions) walk(abs);
       } else if (!ignored) {
-        files[rel] = fileDigest(abs);
+        if (!entry.isFile() && !entry.isSymbolicLink()) {
+          throw new FileProblem(`the build context holds ${rel}, which is ${specialKind(entry)}`, `add ${rel} to .dockerignore (or remove it): only regular files, directories and symlinks go into a build`);
+        }
+        if (++count > LIMITS.contextFiles) {
+          throw new FileProblem(`the build context holds more than ${LIMITS.contextFiles} files`, "narrow the context (a subdirectory) or exclude files in .dockerignore");
+        }
+        files[rel] = fileDigest(abs, rel);
       }
     }
   };
@@ -89,12 +113,40 @@ export function hashContext(contextDir: string, ignoreFile?: string, exclude: st
   return result;
 }
 
-function fileDigest(path: string): string {
-  const st = lstatSync(path);
+/** A file's sha256, read in chunks (memory stays flat for large files); a symlink's is that of its target path. */
+function fileDigest(path: string, rel: string): string {
   const h = createHash("sha256");
-  if (st.isSymbolicLink()) h.update(`symlink:${readlinkSync(path)}`);
-  else h.update(readFileSync(path));
+  let mode: number;
+  const link = lstatSync(path);
+  if (link.isSymbolicLink()) {
+    h.update(`symlink:${readlinkSync(path)}`);
+    mode = link.mode;
+  } else {
+    let fd: number;
+    try {
+      fd = openFile(path);
+    } catch (err) {
+      if (err instanceof FileProblem) throw new FileProblem(`${rel} in the build context: ${err.message}`, err.fix, err.code);
+      throw err;
+    }
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new FileProblem(`${rel} in the build context: ${notRegular(st, "file").message}`, `add ${rel} to .dockerignore`);
+      mode = st.mode;
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    } finally {
+      closeSync(fd);
+    }
+  }
   // The executable bit changes the image; other mode bits and times do not (BuildKit normalises them).
-  h.update(st.mode & 0o111 ? ":x" : ":-");
+  h.update(mode & 0o111 ? ":x" : ":-");
   return h.digest("hex");
+}
+
+function specialKind(entry: Dirent): string {
+  if (entry.isFIFO()) return "a FIFO (named pipe)";
+  if (entry.isSocket()) return "a socket";
+  if (entry.isCharacterDevice() || entry.isBlockDevice()) return "a device";
+  return "not a regular file";
 }

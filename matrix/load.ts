@@ -1,9 +1,10 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { dirname, join, relative, resolve, sep } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { checkBuildArgs } from "./checks.ts";
 import { deriveBases, mapField, sourceFieldOf, type Consumer } from "./derive.ts";
 import { DockerfileInfo } from "./dockerfile.ts";
 import { lazyLocation, MatrixError, Problems, type Location } from "./errors.ts";
+import { confine, FileProblem, LIMITS, readRegularFile, repositoryRoot } from "./files.ts";
 import { hashContext, identityHash, identityTag, ignoreFileFor, type ContextDigest } from "./identity.ts";
 import {
   DEFAULT_RUNTIME_TAGS,
@@ -46,11 +47,19 @@ interface RuntimeDraft extends Draft {
 const DEFAULT_PLATFORMS = ["linux/amd64"];
 const CUDA_VERSION_RE = /^\d+\.\d+(\.\d+)?$/;
 
+export interface LoadOptions {
+  /**
+   * The repository every build input must be inside. Default: the git work tree containing the matrix, else the
+   * matrix's directory (see repositoryRoot).
+   */
+  root?: string;
+}
+
 /**
  * Loads, validates and derives a matrix file into a build plan. Every problem found is reported together as
  * one MatrixError (file:line:col, what is wrong, what to do); warnings travel in the plan.
  */
-export function loadMatrix(file: string): BuildPlan {
+export function loadMatrix(file: string, opts: LoadOptions = {}): BuildPlan {
   const src = SourceFile.read(file);
   const problems = new Problems();
   if (src.data === null || src.data === undefined || (typeof src.data === "object" && Object.keys(src.data).length === 0)) {
@@ -59,6 +68,7 @@ export function loadMatrix(file: string): BuildPlan {
   const spec = validate(MatrixFileSchema, src.data, src, problems);
   problems.throwIfAny();
   const dir = dirname(resolve(file));
+  const root = opts.root !== undefined ? repositoryRoot(opts.root) : repositoryRoot(dir);
   const m = spec!;
 
   const bases: BaseDraft[] = [];
@@ -81,7 +91,7 @@ export function loadMatrix(file: string): BuildPlan {
       tagPrefix: b.tagPrefix ?? b.name,
       at: at([]),
       fieldAt: (f) => at([f]),
-      argAt: (a) => (b.args && a in b.args ? at(["args", a]) : at(["cuda"])),
+      argAt: (a) => (b.args && Object.hasOwn(b.args, a) ? at(["args", a]) : at(["cuda"])),
     });
   });
 
@@ -104,7 +114,7 @@ export function loadMatrix(file: string): BuildPlan {
     });
   });
 
-  if (m.derive) deriveFromConsumers(m.derive, m, src, dir, problems, bases, runtimes, defaultPlatforms, defaultTags, tagsAtDefault);
+  if (m.derive) deriveFromConsumers(m.derive, m, src, dir, root, problems, bases, runtimes, defaultPlatforms, defaultTags, tagsAtDefault);
   problems.throwIfAny();
 
   if (bases.length === 0) {
@@ -126,7 +136,16 @@ export function loadMatrix(file: string): BuildPlan {
     }
   }
 
-  const files = new FileCache(dir);
+  if (bases.length > LIMITS.bases) problems.error(src.locate(m.derive ? ["derive", "key"] : ["bases"]), `the matrix gives ${bases.length} bases, more than strata plans (${LIMITS.bases})`, "split the matrix into several, or derive fewer bases (a coarser key)");
+  if (runtimes.length > LIMITS.runtimes) problems.error(src.locate(m.derive ? ["derive"] : ["runtimes"]), `the matrix gives ${runtimes.length} runtimes, more than strata plans (${LIMITS.runtimes})`, "split the matrix into several");
+
+  for (const d of [...bases, ...runtimes]) {
+    for (const [name, value] of Object.entries(d.args)) {
+      if (value.length > LIMITS.stringChars) problems.error(d.argAt(name), `build arg ${name} of '${d.name}' is ${value.length} characters long (at most ${LIMITS.stringChars})`, "shorten the value (or the consumer fields it is made of)");
+    }
+  }
+
+  const files = new FileCache(dir, root);
   for (const b of bases) {
     checkBuildArgs({ base: b.name, args: b.args, cuda: b.cuda, argAt: b.argAt, cudaAt: () => b.fieldAt("cuda") }, problems);
     checkBuild(b, "base", files, problems);
@@ -158,7 +177,7 @@ export function loadMatrix(file: string): BuildPlan {
 
   const contexts = new Map<string, ContextDigest>();
   const planBases: BasePlan[] = bases.map((b) => {
-    const info = files.dockerfile(b.dockerfile)!;
+    const info = (files.dockerfile(b.dockerfile) as { info: DockerfileInfo }).info;
     const target = b.target ?? info.stage()?.name ?? "";
     const contextDir = join(dir, b.context);
     const dockerfileAbs = join(dir, b.dockerfile);
@@ -166,7 +185,16 @@ export function loadMatrix(file: string): BuildPlan {
     const exclude = [dockerfileAbs, `${dockerfileAbs}.dockerignore`]
       .map((p) => relative(contextDir, p).split(sep).join("/"))
       .filter((p) => !p.startsWith(".."));
-    const context = hashContext(contextDir, ignoreFile, exclude, contexts);
+    let context: ContextDigest;
+    try {
+      const ignoreOutside = ignoreFile && outsideRepository(relative(dir, ignoreFile), dir, root);
+      if (ignoreOutside) throw new FileProblem(`${relative(dir, ignoreFile!)} ${ignoreOutside.message}`, ignoreOutside.fix);
+      context = hashContext(contextDir, ignoreFile, exclude, contexts);
+    } catch (err) {
+      if (!(err instanceof FileProblem)) throw err;
+      problems.error(b.fieldAt("context"), `base '${b.name}': ${err.message}`, err.fix);
+      context = { files: {}, digest: "" };
+    }
     const inputs = { dockerfileDigest: info.digestFor(b.target), target, args: b.args, platforms: [...b.platforms].sort(), contextDigest: context.digest };
     const hash = identityHash(inputs);
     return {
@@ -185,12 +213,13 @@ export function loadMatrix(file: string): BuildPlan {
       at: b.at,
     };
   });
+  problems.throwIfAny();
   const planRuntimes: RuntimePlan[] = runtimes.map((r) => ({
     name: r.name,
     base: r.base,
     context: r.context,
     dockerfile: r.dockerfile,
-    target: r.target ?? files.dockerfile(r.dockerfile)?.stage()?.name ?? "",
+    target: r.target ?? (files.dockerfile(r.dockerfile) as { info: DockerfileInfo }).info.stage()?.name ?? "",
     args: r.args,
     platforms: r.platforms,
     tags: r.tags,
@@ -205,6 +234,7 @@ function deriveFromConsumers(
   m: MatrixFile,
   src: SourceFile,
   dir: string,
+  root: string,
   problems: Problems,
   bases: BaseDraft[],
   runtimes: RuntimeDraft[],
@@ -217,12 +247,12 @@ function deriveFromConsumers(
     problems.error(at([]), "derive needs exactly one of 'source' (a JSON or YAML file of entries) or 'entries' (an inline list)", "set derive.source: path/to/matrix.json, or list the entries under derive.entries");
     return;
   }
-  if (!("name" in d.fields)) {
+  if (!Object.hasOwn(d.fields, "name")) {
     problems.error(at(["fields"]), "derive.fields has no 'name' mapping", "map 'name' to the source field that names each consumer, e.g. name: tag-suffix");
   }
   for (const [list, label] of [[d.key, "key"], [d.mustAgree ?? [], "mustAgree"]] as const) {
     list.forEach((f, i) => {
-      if (!(f in d.fields)) problems.error(at([label, i]), `derive.${label} names '${f}', which derive.fields does not map`, `map it under derive.fields, or use one of: ${Object.keys(d.fields).join(", ")}`);
+      if (!Object.hasOwn(d.fields, f)) problems.error(at([label, i]), `derive.${label} names '${f}', which derive.fields does not map`, `map it under derive.fields, or use one of: ${Object.keys(d.fields).join(", ")}`);
     });
   }
   const known = new Set(Object.keys(d.fields));
@@ -250,15 +280,21 @@ function deriveFromConsumers(
   if (d.source !== undefined) {
     const sourcePath = resolve(dir, d.source);
     const display = relative(process.cwd(), sourcePath) || d.source;
-    try {
-      data = SourceFile.read(sourcePath, display);
-    } catch (err) {
-      if (err instanceof MatrixError && err.problems[0]?.message === "file not found") {
-        problems.error(at(["source"]), `derive.source '${d.source}' does not exist (looked for ${sourcePath})`, "give a path relative to the matrix file");
-        return;
-      }
-      throw err;
+    const outside = outsideRepository(d.source, dir, root);
+    if (outside) {
+      problems.error(at(["source"]), `derive.source '${d.source}' ${outside.message}`, outside.fix);
+      return;
     }
+    let text: string;
+    try {
+      text = readRegularFile(sourcePath, LIMITS.sourceBytes, "derive source");
+    } catch (err) {
+      if (!(err instanceof FileProblem)) throw err;
+      if (err.code === "ENOENT") problems.error(at(["source"]), `derive.source '${d.source}' does not exist (looked for ${sourcePath})`, "give a path relative to the matrix file");
+      else problems.error(at(["source"]), `derive.source '${d.source}': ${err.message}`, err.fix);
+      return;
+    }
+    data = SourceFile.parse(display, text);
     if (!Array.isArray(data.data)) {
       problems.error(data.locate([]), `${display} must hold a list of entries, not ${typeof data.data}`, "make the file a JSON array (or YAML list) of objects, one per consumer");
       return;
@@ -273,6 +309,10 @@ function deriveFromConsumers(
     problems.error(d.source ? data.locate([]) : at(["entries"]), "the consumer list is empty", "add at least one consumer entry");
     return;
   }
+  if (entries.length > LIMITS.runtimes) {
+    problems.error(d.source ? data.locate([]) : at(["entries"]), `the consumer list has ${entries.length} entries, more than strata plans (${LIMITS.runtimes})`, "split the list into several matrices");
+    return;
+  }
 
   const consumers: Consumer[] = [];
   entries.forEach((raw, i) => {
@@ -284,19 +324,20 @@ function deriveFromConsumers(
     const fields: Record<string, string> = {};
     const fieldAt = (f: string) => {
       const sf = sourceFieldOf(d.fields[f]);
-      return sf && sf in record ? entryPath(i, sf) : entryPath(i);
+      return sf && Object.hasOwn(record, sf) ? entryPath(i, sf) : entryPath(i);
     };
     for (const [name, mapping] of Object.entries(d.fields)) {
       const r = mapField(record, mapping);
       if ("error" in r) problems.error(fieldAt(name), `consumer entry ${i}, field '${name}': ${r.error}`, "fix the entry, or the mapping under derive.fields");
       else fields[name] = r.value;
     }
+    if (fields.name === undefined) return;
     if (fields.name === "") {
       problems.error(fieldAt("name"), `consumer entry ${i} has no name ('${sourceFieldOf(d.fields.name)}' is empty)`, "give every entry a unique name");
       return;
     }
     fields.name = slugName(fields.name);
-    const platforms = "platforms" in d.fields && fields.platforms ? fields.platforms.split(/[,\s]+/).filter(Boolean) : (m.defaults?.platforms ?? defaultPlatforms);
+    const platforms = Object.hasOwn(d.fields, "platforms") && fields.platforms ? fields.platforms.split(/[,\s]+/).filter(Boolean) : (m.defaults?.platforms ?? defaultPlatforms);
     for (const p of platforms) {
       if (!PLATFORM.test(p)) problems.error(fieldAt("platforms"), `consumer '${fields.name}': platform '${p}' is not of the form os/arch`, "write platforms like linux/amd64 or linux/arm64, comma-separated");
     }
@@ -335,7 +376,7 @@ function deriveFromConsumers(
       runtimes.push({
         name: c.fields.name,
         base: g.name,
-        context: r(d.runtime?.context ?? ("context" in d.fields ? "{context}" : ".")) || ".",
+        context: r(d.runtime?.context ?? (Object.hasOwn(d.fields, "context") ? "{context}" : ".")) || ".",
         dockerfile: r(d.runtime?.dockerfile ?? "{dockerfile}"),
         target: d.runtime?.target,
         args: Object.fromEntries(Object.entries(d.runtime?.args ?? {}).map(([k, v]) => [k, r(v)])),
@@ -383,14 +424,22 @@ function checkNames(items: Draft[], kind: string, problems: Problems): void {
 
 /** Checks the context, Dockerfile and target of a build; returns the parsed Dockerfile when it exists. */
 function checkBuild(d: Draft, kind: string, files: FileCache, problems: Problems): DockerfileInfo | undefined {
-  if (!files.isDir(d.context)) {
+  const contextOk = checkInside(d.context, "build context", d, kind, files, problems);
+  if (contextOk && !files.isDir(d.context)) {
     problems.error(d.fieldAt("context"), `${kind} '${d.name}': build context '${d.context}' is not a directory (looked in ${join(files.dir, d.context)})`, "give a directory relative to the matrix file");
   }
-  const info = files.dockerfile(d.dockerfile);
-  if (!info) {
-    problems.error(d.fieldAt("dockerfile"), `${kind} '${d.name}': Dockerfile '${d.dockerfile}' does not exist (looked for ${join(files.dir, d.dockerfile)})`, "give a path relative to the matrix file");
+  if (!checkInside(d.dockerfile, "Dockerfile", d, kind, files, problems)) return undefined;
+  const read = files.dockerfile(d.dockerfile);
+  if ("problem" in read) {
+    const p = read.problem;
+    problems.error(
+      d.fieldAt("dockerfile"),
+      p.code === "ENOENT" ? `${kind} '${d.name}': Dockerfile '${d.dockerfile}' does not exist (looked for ${join(files.dir, d.dockerfile)})` : `${kind} '${d.name}': Dockerfile '${d.dockerfile}': ${p.message}`,
+      p.code === "ENOENT" ? "give a path relative to the matrix file" : p.fix,
+    );
     return undefined;
   }
+  const info = read.info;
   if (info.stages.length === 0) {
     problems.error(d.fieldAt("dockerfile"), `${kind} '${d.name}': ${d.dockerfile} has no FROM instruction`, "a Dockerfile needs at least one FROM");
     return undefined;
@@ -406,18 +455,55 @@ function checkBuild(d: Draft, kind: string, files: FileCache, problems: Problems
   return info;
 }
 
+/**
+ * A context or Dockerfile path must be relative and stay inside the repository once `..` and symlinks are
+ * resolved: the identity hashes what a commit holds, on any machine. False (with an error at the field) if not.
+ */
+function checkInside(rel: string, what: string, d: Draft, kind: string, files: FileCache, problems: Problems): boolean {
+  const field = what === "Dockerfile" ? "dockerfile" : "context";
+  const problem = files.outside(rel);
+  if (problem) problems.error(d.fieldAt(field), `${kind} '${d.name}': ${what} '${rel}' ${problem.message}`, problem.fix);
+  return problem === undefined;
+}
+
+/** Why a path given in the matrix may not be used: absolute, or leading outside the repository. */
+function outsideRepository(rel: string, dir: string, root: string): FileProblem | undefined {
+  if (isAbsolute(rel)) return new FileProblem("is an absolute path", "give a path relative to the matrix file, inside the repository");
+  const c = confine(root, dir, rel);
+  if (c.inside) return undefined;
+  const via = c.real === c.abs ? "" : ` (through a symlink, to ${c.real})`;
+  return new FileProblem(
+    `resolves outside the repository ${root}${via}`,
+    "bring the files into the repository (copy them in, or make them a git submodule) and point at them there; a symlink to outside does not count, since no commit holds its target",
+  );
+}
+
 /** Reads each Dockerfile once per load: hundreds of consumers share a handful of files. */
 class FileCache {
-  private readonly parsed = new Map<string, DockerfileInfo | undefined>();
+  private readonly parsed = new Map<string, { info: DockerfileInfo } | { problem: FileProblem }>();
   private readonly dirs = new Map<string, boolean>();
-  constructor(readonly dir: string) {}
+  private readonly confined = new Map<string, FileProblem | undefined>();
+  constructor(
+    readonly dir: string,
+    readonly root: string,
+  ) {}
 
-  dockerfile(rel: string): DockerfileInfo | undefined {
+  dockerfile(rel: string): { info: DockerfileInfo } | { problem: FileProblem } {
     if (!this.parsed.has(rel)) {
-      const abs = join(this.dir, rel);
-      this.parsed.set(rel, existsSync(abs) && statSync(abs).isFile() ? new DockerfileInfo(readFileSync(abs, "utf8")) : undefined);
+      try {
+        this.parsed.set(rel, { info: new DockerfileInfo(readRegularFile(join(this.dir, rel), LIMITS.dockerfileBytes, "Dockerfile")) });
+      } catch (err) {
+        if (!(err instanceof FileProblem)) throw err;
+        this.parsed.set(rel, { problem: err });
+      }
     }
-    return this.parsed.get(rel);
+    return this.parsed.get(rel)!;
+  }
+
+  /** Why `rel` may not be used (absolute, outside the repository), or undefined when it may. */
+  outside(rel: string): FileProblem | undefined {
+    if (!this.confined.has(rel)) this.confined.set(rel, outsideRepository(rel, this.dir, this.root));
+    return this.confined.get(rel);
   }
 
   isDir(rel: string): boolean {

@@ -72,7 +72,7 @@ export const OCI_TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 export function renderTemplate(template: string, vars: Record<string, string>): { value: string; missing: string[] } {
   const missing: string[] = [];
   const value = template.replace(/\{([A-Za-z][A-Za-z0-9]*)\}/g, (_, name: string) => {
-    if (!(name in vars)) {
+    if (!Object.hasOwn(vars, name)) {
       missing.push(name);
       return "";
     }

@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from "yaml";
 import { MatrixError, type Location } from "./errors.ts";
+import { FileProblem, LIMITS, readRegularFile } from "./files.ts";
 
 export type Path = ReadonlyArray<string | number>;
 
@@ -19,36 +19,46 @@ export class SourceFile {
     readonly data: unknown,
   ) {}
 
-  /** Reads and parses a file; a syntax error is a MatrixError at its position. */
-  static read(file: string, displayName = file): SourceFile {
+  /**
+   * Reads and parses a file of at most `maxBytes` (a regular file only: see readRegularFile); a syntax error is a
+   * MatrixError at its position.
+   */
+  static read(file: string, displayName = file, maxBytes: number = LIMITS.matrixBytes): SourceFile {
     let text: string;
     try {
-      text = readFileSync(file, "utf8");
+      text = readRegularFile(file, maxBytes, "file");
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new MatrixError([
-        {
-          file: displayName,
-          line: 1,
-          col: 1,
-          message: code === "ENOENT" ? "file not found" : `cannot read the file (${code ?? String(err)})`,
-          fix: "check the path (it is relative to the matrix file) or pass --matrix PATH",
-        },
-      ]);
+      if (!(err instanceof FileProblem)) throw err;
+      const fix = err.code === "ENOENT" ? "check the path (it is relative to the matrix file) or pass --matrix PATH" : err.fix;
+      throw new MatrixError([{ file: displayName, line: 1, col: 1, message: err.message, fix }]);
     }
     return SourceFile.parse(displayName, text);
   }
 
   static parse(file: string, text: string): SourceFile {
     if (/\.json$/i.test(file)) {
+      let data: unknown;
+      let parsed = false;
       try {
-        return new SourceFile(file, text, JSON.parse(text));
+        data = JSON.parse(text);
+        parsed = true;
       } catch {
         // Fall through: the YAML parser reports the syntax error with a position.
       }
+      if (parsed) {
+        const src = new SourceFile(file, text, data);
+        src.checkShape();
+        return src;
+      }
     }
     const lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    let doc: Document;
+    try {
+      doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    } catch (err) {
+      throw tooDeep(file, err);
+    }
+    if (doc.errors.some((e) => /Maximum call stack/.test(e.message))) throw tooDeep(file, new RangeError());
     if (doc.errors.length > 0) {
       throw new MatrixError(
         doc.errors.map((e) => {
@@ -63,10 +73,54 @@ export class SourceFile {
         }),
       );
     }
-    const src = new SourceFile(file, text, doc.toJS({ maxAliasCount: 1000 }));
+    let data: unknown;
+    try {
+      data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (err) {
+      if (err instanceof RangeError) throw tooDeep(file, err);
+      let at: Location = { file, line: 1, col: 1 };
+      visit(doc, {
+        Alias(_, node) {
+          if (node.range) at = { file, ...lines.linePos(node.range[0]) };
+          return visit.BREAK;
+        },
+      });
+      throw new MatrixError([
+        {
+          ...at,
+          message: /Excessive alias/.test((err as Error).message)
+            ? `the YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias uses): an alias bomb, or a file that needs writing out`
+            : `malformed YAML: ${firstLine((err as Error).message)}`,
+          fix: "write the repeated values out, or use fewer aliases (*name) of large anchors (&name)",
+        },
+      ]);
+    }
+    const src = new SourceFile(file, text, data);
     src.doc = doc;
     src.lines = lines;
+    src.checkShape();
     return src;
+  }
+
+  /**
+   * Refuses data nested deeper than LIMITS.depth or holding more than MAX_VALUES values (aliases can make a small
+   * file expand), before anything walks it recursively. Iterative, so it cannot overflow the stack itself.
+   */
+  private checkShape(): void {
+    const stack: [unknown, (string | number)[]][] = [[this.data, []]];
+    let count = 0;
+    while (stack.length > 0) {
+      const [value, path] = stack.pop()!;
+      if (++count > MAX_VALUES) {
+        throw new MatrixError([{ ...this.locate(path), message: `the file holds more than ${MAX_VALUES} values (counting what YAML aliases expand to)`, fix: "split the matrix, or use fewer aliases of large anchors" }]);
+      }
+      if (value === null || typeof value !== "object") continue;
+      if (path.length >= LIMITS.depth) {
+        throw new MatrixError([{ ...this.locate(path), message: `lists and mappings nest more than ${LIMITS.depth} deep here`, fix: "a matrix needs only a few levels of nesting; flatten this value" }]);
+      }
+      const entries = Array.isArray(value) ? value.map((v, i) => [i, v] as const) : Object.entries(value);
+      for (const [k, v] of entries) stack.push([v, [...path, k]]);
+    }
   }
 
   /** The value at `path` exactly as written in the file (to tell `8.0` from `8`), if it is a scalar. */
@@ -110,9 +164,23 @@ export class SourceFile {
   private ensurePositions(): void {
     if (this.doc) return;
     const lines = new LineCounter();
-    this.doc = parseDocument(this.text, { lineCounter: lines });
+    try {
+      this.doc = parseDocument(this.text, { lineCounter: lines });
+    } catch {
+      this.doc = parseDocument("");
+    }
     this.lines = lines;
   }
+}
+
+/** Alias uses YAML may expand (yaml's count, which weighs aliases nested in aliased nodes). */
+const MAX_ALIAS_COUNT = 1000;
+/** Values a file may hold once aliases are expanded: LocalAI's 457-entry matrix holds about 7,000. */
+const MAX_VALUES = 1_000_000;
+
+function tooDeep(file: string, err: unknown): MatrixError {
+  if (!(err instanceof RangeError)) throw err;
+  return new MatrixError([{ file, line: 1, col: 1, message: `the file nests lists or mappings too deeply to read (at most ${LIMITS.depth} levels)`, fix: "flatten the deeply nested value" }]);
 }
 
 function firstLine(s: string): string {

@@ -63,6 +63,30 @@ describe("strata check", () => {
   });
 });
 
+describe("exit status", () => {
+  test("is what the README's table and the usage text say", () => {
+    const readme = readFileSync(join(REPO, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("\n## CLI\n"), readme.indexOf("\n### Without Pulumi"));
+    const rows = Object.fromEntries([...section.matchAll(/^\| (\d) \| (.+) \|$/gm)].map((m) => [m[1], m[2]]));
+    assert.deepEqual(Object.keys(rows), ["0", "1", "2", "3"]);
+    assert.match(rows["3"], /a bug in strata, never the answer to any input/);
+
+    const bad = projectWith(SIMPLE_MATRIX.replace("target: base", "target: nope"));
+    const cases: [string[], string, number][] = [
+      [["check"], REPO, 0],
+      [["check"], bad, 1],
+      [["bake"], bad, 1],
+      [["bake", "--stack", "none"], REPO, 2],
+      [[], REPO, 2],
+      [["check", "--nope"], REPO, 2],
+      [["help"], REPO, 0],
+    ];
+    for (const [args, cwd, code] of cases) assert.equal(strata(args, cwd).code, code, `strata ${args.join(" ")}`);
+    const usage = strata(["help"]).stdout;
+    assert.match(usage, /Exit status: 0 success; 1 invalid input .*\n.*2 usage error .*3 a bug in strata/);
+  });
+});
+
 describe("strata plan", () => {
   test("--json runs the program offline and lists bases, runtimes and resources", () => {
     const r = strata(["plan", "--json"]);

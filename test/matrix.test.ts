@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { loadMatrix } from "../matrix/load.ts";
@@ -92,10 +93,9 @@ describe("consumer-derived matrices (LocalAI fixtures)", () => {
   });
 
   test("a collision names both consumers and the field", () => {
-    const dir = FIXTURES;
     const problems = problemsFor(
       `derive:
-  source: ${join(dir, "backend-matrix-pr9672-linux.json")}
+  source: backend-matrix-pr9672-linux.json
   fields:
     name: tag-suffix
     language: { field: dockerfile, pattern: 'Dockerfile\\.([a-z0-9-]+)$', map: { llama-cpp: cpp, ik-llama-cpp: cpp, turboquant: cpp } }
@@ -115,6 +115,7 @@ describe("consumer-derived matrices (LocalAI fixtures)", () => {
     dockerfile: docker/Dockerfile.runtime
     context: app
 `,
+      { "backend-matrix-pr9672-linux.json": readFileSync(join(FIXTURES, "backend-matrix-pr9672-linux.json"), "utf8") },
     );
     assert.equal(problems.length, 1);
     const [p] = problems;
@@ -313,7 +314,7 @@ runtimes:`);
   });
 
   test("a platform that is not os/arch", () => {
-    assertProblem(problemsFor(SIMPLE_MATRIX.replace('cuda: "12.6.3"', 'cuda: "12.6.3"\n    platforms: [amd64]')), /'0' is not a platform of the form os\/arch/, 7, 17);
+    assertProblem(problemsFor(SIMPLE_MATRIX.replace('cuda: "12.6.3"', 'cuda: "12.6.3"\n    platforms: [amd64]')), /'platforms\[0\]' is not a platform of the form os\/arch/, 7, 17);
   });
 
   test("a runtime wanting a platform its base is not built for", () => {
