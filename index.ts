@@ -55,7 +55,7 @@ function declare() {
       })
     : [];
 
-  const fleet = config.shardOf ? undefined : declareFleet(config.fleet, registry.repositoryArns);
+  const fleet = config.shardOf ? undefined : declareFleet(config.fleet, registry.repositoryArns, config.github);
   if (config.github !== undefined && !config.shardOf) declareGitHub(config, plan, registry, baseRefs);
 
   return {
@@ -117,7 +117,7 @@ function declareGitHub(config: StackConfig, plan: BuildPlan, registry: Registry 
 }
 
 /** The GPU runner fleet, when `strata:fleet.enabled`; its GitHub App comes from `strata:githubApp*` settings. */
-function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]): GpuRunnerFleet | undefined {
+function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[], rawGitHub: unknown): GpuRunnerFleet | undefined {
   let fleetConfig;
   try {
     fleetConfig = parseFleetConfig(raw ?? { enabled: false }, "strata:fleet");
@@ -136,8 +136,29 @@ function declareFleet(raw: unknown, pushRepositoryArns: pulumi.Input<string>[]):
       },
     ]);
   }
+  // The fleet serves strata:github.repositories unless strata:fleet.repositories says otherwise (a bad
+  // strata:github is reported by declareGitHub with its location).
+  let gh: { repositories: string[]; defaultBranch: string } | undefined;
+  try {
+    gh = rawGitHub === undefined ? undefined : parseGitHubConfig(rawGitHub, "strata:github");
+  } catch {
+    gh = undefined;
+  }
+  const served = fleetConfig.repositories ?? gh?.repositories ?? [];
+  const foreign = served.filter((r) => r.split("/")[0]!.toLowerCase() !== fleetConfig.runnerOwner.toLowerCase());
+  if (served.length === 0 || foreign.length > 0) {
+    throw new MatrixError([
+      {
+        ...configLocation("fleet"),
+        message: served.length === 0 ? "the runner fleet serves only configured repositories, and none is configured" : `the runner fleet cannot serve ${foreign.join(", ")}: not owned by runnerOwner "${fleetConfig.runnerOwner}"`,
+        fix: 'set strata:github.repositories (or strata:fleet.repositories) to the "owner/name" repositories of runnerOwner whose base builds the fleet runs',
+      },
+    ]);
+  }
   return new GpuRunnerFleet("fleet", {
     config: fleetConfig,
+    repositories: served,
+    ...(gh ? { defaultBranch: gh.defaultBranch } : {}),
     githubApp: { appId: cfg.require("githubAppId"), installationId: cfg.require("githubAppInstallationId"), privateKey: cfg.requireSecret("githubAppPrivateKey") },
     pushRepositoryArns,
   });
