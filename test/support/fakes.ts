@@ -40,12 +40,13 @@ export function seeded(seed: number): () => number {
 }
 
 export interface FakeTiming {
-  /** Max random delay per call in ms (0 = just a macrotask yield). */
+  /** Max random delay per call in ms (0 = just a macrotask yield; negative = a microtask only, for simulated clocks). */
   jitterMs: number;
   random: () => number;
 }
 
 async function yieldFor(t: FakeTiming): Promise<void> {
+  if (t.jitterMs < 0) return Promise.resolve();
   const ms = t.jitterMs > 0 ? Math.floor(t.random() * t.jitterMs) : 0;
   await new Promise((r) => setTimeout(r, ms));
 }
@@ -266,7 +267,7 @@ export class FakeGitHub implements GitHubPort {
   }
 
   async generateJitConfig(req: JitRequest): Promise<JitRunner> {
-    await new Promise((r) => setTimeout(r, 0));
+    await Promise.resolve();
     this.beforeCall("jit");
     this.jitRequests.push(req);
     if (this.failures.jit) throw this.failures.jit;
