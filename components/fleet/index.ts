@@ -69,10 +69,13 @@ export const TAG_KEY = POOL_TAG_KEY;
  * A fleet of ephemeral, just-in-time GitHub Actions runners on GPU instances.
  *
  * GitHub sends `workflow_job` webhooks to a Lambda function URL; the webhook Lambda verifies the
- * signature, and for a queued job whose labels a pool serves, launches one instance from that pool's
- * launch template (below the pool's cap), and stores a single-use JIT runner config in Parameter Store
- * for it. The instance fetches and deletes its config, runs one job and powers off (terminating
- * itself). A housekeeping Lambda every 5 minutes reaps overdue instances and stale configs.
+ * signature and enqueues a queued job of a served repository whose labels a pool serves in that pool's
+ * FIFO queue. The scale-up consumer (reserved concurrency 1, the only launcher) serves each queue up to
+ * the pool's cap: one instance per job GitHub still reports queued, from the pool's launch template,
+ * with a single-use JIT runner config (in the fleet's runner group) in Parameter Store. The instance
+ * fetches and deletes its config, runs one job and powers off. An interruption Lambda records spot
+ * interruptions (breaker, re-run on-demand); housekeeping every 5 minutes reaps overdue instances and
+ * stale configs and enqueues queued jobs whose webhook was missed.
  */
 export class GpuRunnerFleet extends pulumi.ComponentResource {
     /** URL GitHub delivers `workflow_job` events to. */
