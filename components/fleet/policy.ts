@@ -360,10 +360,10 @@ export function scaleUpPolicy(i: LaunchPolicyInputs): PolicyDocument {
             Condition: { StringEquals: { "iam:PassedToService": "ec2.amazonaws.com" } },
         },
         {
-            // Write-only on JIT configs: it creates (tagged with the instance ARN) and rolls back, never reads.
+            // Write-only on JIT configs: it creates them (tagged with the instance ARN), never reads or deletes one.
             Sid: "WriteJitConfigs",
             Effect: "Allow",
-            Action: ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
+            Action: ["ssm:PutParameter", "ssm:AddTagsToResource"],
             Resource: parameterArnPattern(i, i.paramPrefix),
         },
         stateStatement(i, "LedgerBreakerAndInterruptions", ["ssm:GetParameter", "ssm:PutParameter", "ssm:GetParametersByPath"]),
