@@ -61,7 +61,7 @@ function declare() {
       })
     : [];
 
-  const fleet = config.shardOf ? undefined : declareFleet(config.fleet);
+  const fleet = config.shardOf ? undefined : declareFleet(config.fleet, gh);
   if (gh) declareGitHub(config, gh, plan, registry, baseRefs);
 
   return {
@@ -126,7 +126,7 @@ function declareGitHub(config: StackConfig, gh: GitHubConfig, plan: BuildPlan, r
 }
 
 /** The GPU runner fleet, when `strata:fleet.enabled`; its GitHub App comes from `strata:githubApp*` settings. */
-function declareFleet(raw: unknown): GpuRunnerFleet | undefined {
+function declareFleet(raw: unknown, gh: GitHubConfig | undefined): GpuRunnerFleet | undefined {
   let fleetConfig;
   try {
     fleetConfig = parseFleetConfig(raw ?? { enabled: false }, "strata:fleet");
@@ -145,8 +145,22 @@ function declareFleet(raw: unknown): GpuRunnerFleet | undefined {
       },
     ]);
   }
+  // The fleet serves strata:github.repositories unless strata:fleet.repositories says otherwise.
+  const served = fleetConfig.repositories ?? gh?.repositories ?? [];
+  const foreign = served.filter((r) => r.split("/")[0]!.toLowerCase() !== fleetConfig.runnerOwner.toLowerCase());
+  if (served.length === 0 || foreign.length > 0) {
+    throw new MatrixError([
+      {
+        ...configLocation("fleet"),
+        message: served.length === 0 ? "the runner fleet serves only configured repositories, and none is configured" : `the runner fleet cannot serve ${foreign.join(", ")}: not owned by runnerOwner "${fleetConfig.runnerOwner}"`,
+        fix: 'set strata:github.repositories (or strata:fleet.repositories) to the "owner/name" repositories of runnerOwner whose base builds the fleet runs',
+      },
+    ]);
+  }
   return new GpuRunnerFleet("fleet", {
     config: fleetConfig,
+    repositories: served,
+    ...(gh ? { defaultBranch: gh.defaultBranch } : {}),
     githubApp: { appId: cfg.require("githubAppId"), installationId: cfg.require("githubAppInstallationId"), privateKey: cfg.requireSecret("githubAppPrivateKey") },
   });
 }

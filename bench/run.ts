@@ -11,6 +11,7 @@ import { bakeFile } from "../cli/bake.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import { benchEngine } from "./engine.ts";
 import { benchImpact } from "./impact.ts";
+import { benchFleet } from "./fleet.ts";
 import { benchScaler } from "./scaler.ts";
 
 const REPO = join(import.meta.dirname, "..");
@@ -91,7 +92,8 @@ rows.push(["impact, two revisions of LocalAI 457 (in-process)", `${impact["impac
 rows.push(["impact, two revisions of LocalAI 457 (whole process)", `${impact["impact.process.medianMs"]} ms median`, Number(impact["impact.process.medianMs"]) < 2000 ? "< 2 s met" : "< 2 s MISSED"]);
 
 const scaler = await benchScaler();
-for (const [k, v] of Object.entries(scaler)) if (/median|p95|bundle\.\w+_kib|burst20\.(wall|final|peak_armed)/.test(k)) rows.push([k, String(v), ""]);
+for (const [k, v] of Object.entries(scaler)) rows.push([k, String(v), ""]);
+for (const [k, v] of await benchFleet()) rows.push([k, v, ""]);
 
 const engine = await benchEngine();
 for (const [k, v] of Object.entries(engine)) rows.push([k, String(v), ""]);

@@ -1,18 +1,15 @@
 /**
- * Scaler bench: handler time per delivery (warm, in-process, fake AWS ports, real
- * GitHub client against the loopback GitHub server) and the esbuild bundle size of
- * each Lambda entry. Wired into `npm run bench` by bench/run.ts.
+ * Scaler bench: in-process latency of webhook → enqueue and queue → launch request (warm, the real
+ * handlers over in-memory ports), and the esbuild bundle size of each Lambda entry. The fleet
+ * simulation (served / lost / cap / makespan) is bench/fleet.ts. Wired into `npm run bench` by bench/run.ts.
  */
-import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { SCALER_BUNDLE_OPTIONS, SCALER_ENTRIES } from "../scaler/bundle.ts";
-import { createWebhookHandler } from "../scaler/core.ts";
-import { createGitHubClient } from "../scaler/github.ts";
-import { silentLogger } from "../scaler/ports.ts";
-import { delivery, jobPayload, testConfig, testPool } from "../scaler/testing/events.ts";
-import { FakeEc2, FakeParams, seeded } from "../scaler/testing/fakes.ts";
-import { FakeGitHubServer, generateAppKey } from "../scaler/testing/github-server.ts";
+import { createWebhookHandler, runScaleUp } from "../scaler/core.ts";
+import { silentLogger, type LaunchRequest } from "../scaler/ports.ts";
+import { delivery, jobPayload, testConfig, testPool } from "../test/support/events.ts";
+import { FakeEc2, FakeGitHub, FakeParams, FakeQueue, FakeState, seeded } from "../test/support/fakes.ts";
 
 const SECRET = "bench-secret";
 const LABELS = ["self-hosted", "linux", "x64", "gpu"];
@@ -23,81 +20,50 @@ function quantile(sorted: number[], q: number): number {
 }
 const ms = (x: number) => Math.round(x * 1000) / 1000;
 
-export async function bundleEntry(entry: "webhook" | "housekeeping"): Promise<{ code: string; bytes: number }> {
+export async function bundleEntry(entry: keyof typeof SCALER_ENTRIES): Promise<{ code: string; bytes: number }> {
   const res = await build({ ...SCALER_BUNDLE_OPTIONS, write: false, entryPoints: [SCALER_ENTRIES[entry]] });
   const out = res.outputFiles[0]!;
   return { code: out.text, bytes: out.contents.byteLength };
 }
 
 export async function benchScaler(): Promise<Record<string, string | number>> {
-  const N = 200;
-  const key = generateAppKey();
-  const server = new FakeGitHubServer({ appId: 1, installationId: 2, publicKey: key.publicKey, scope: "orgs/acme" });
-  await server.start();
+  const N = 300;
   const out: Record<string, string | number> = {};
-  try {
-    // --- per-delivery latency, sequential, warm -------------------------------
-    const config = testConfig({ githubApiUrl: server.url, pools: [testPool({ maxRunners: N + 10 })] });
-    const timing = { jitterMs: 0, random: seeded(1) };
-    const ec2 = new FakeEc2(config.tagKey, Date.now, timing);
-    const params = new FakeParams(Date.now, timing);
-    const github = createGitHubClient({ apiUrl: server.url, owner: "acme", app: { appId: 1, installationId: 2, privateKey: key.privateKeyPem } });
-    const handle = createWebhookHandler({ config, ec2, params, github: async () => github, webhookSecret: async () => SECRET, log: silentLogger });
-    // warm-up: the first call fetches the installation token
-    for (let i = 0; i < 5; i++) await handle(delivery(SECRET, jobPayload("queued", 1_000_000 + i, LABELS)));
-    const samples: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const ev = delivery(SECRET, jobPayload("queued", i + 1, LABELS), { delivery: randomUUID() });
-      const t0 = performance.now();
-      const r = await handle(ev);
-      samples.push(performance.now() - t0);
-      if (r.statusCode !== 201) throw new Error(`bench delivery ${i} answered ${r.statusCode}: ${r.body}`);
-    }
-    samples.sort((a, b) => a - b);
-    out["scaler.webhook.deliveries"] = N;
-    out["scaler.webhook.median_ms"] = ms(quantile(samples, 0.5));
-    out["scaler.webhook.p95_ms"] = ms(quantile(samples, 0.95));
-    out["scaler.webhook.max_ms"] = ms(samples[samples.length - 1]!);
+  const config = testConfig({ pools: [testPool({ maxRunners: 1 })], repositories: ["acme/app"] });
+  const instant = { jitterMs: -1, random: seeded(1) }; // no artificial latency: the handlers' own time
+  const ec2 = new FakeEc2(config.tagKey, Date.now, instant);
+  const github = new FakeGitHub();
+  const deps = { config, ec2, params: new FakeParams(Date.now, instant), state: new FakeState(), queue: new FakeQueue(), github: async () => github, log: silentLogger };
+  const handle = createWebhookHandler({ ...deps, webhookSecret: async () => SECRET });
 
-    // forged request (bad signature): what an attacker costs us
-    const rej: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const ev = delivery(SECRET, jobPayload("queued", i + 1, LABELS), { signature: "sha256=" + "0".repeat(64) });
-      const t0 = performance.now();
-      await handle(ev);
-      rej.push(performance.now() - t0);
-    }
-    rej.sort((a, b) => a - b);
-    out["scaler.webhook.rejected_median_ms"] = ms(quantile(rej, 0.5));
-
-    // --- burst: 20 concurrent deliveries into a pool capped at 5 -------------
-    const bConfig = testConfig({ githubApiUrl: server.url, pools: [testPool({ maxRunners: 5 })] });
-    const bTiming = { jitterMs: 3, random: seeded(7) };
-    const bEc2 = new FakeEc2(bConfig.tagKey, Date.now, bTiming);
-    const bParams = new FakeParams(Date.now, bTiming);
-    let peakArmed = 0;
-    bParams.onPut = () => {
-      peakArmed = Math.max(peakArmed, bEc2.active("gpu").filter((i) => bParams.store.has(`${bConfig.paramPrefix}${i.id}`)).length);
-    };
-    const bHandle = createWebhookHandler({ config: bConfig, ec2: bEc2, params: bParams, github: async () => github, webhookSecret: async () => SECRET, log: silentLogger });
+  const enqueue: number[] = [];
+  const launch: number[] = [];
+  let launchStarted = 0;
+  const launchRequest = ec2.launch.bind(ec2);
+  ec2.launch = async (req: LaunchRequest) => {
+    launch.push(performance.now() - launchStarted);
+    return launchRequest(req);
+  };
+  for (let i = 1; i <= N; i++) {
+    github.addJob("acme/app", { id: i, labels: LABELS });
+    const ev = delivery(SECRET, jobPayload("queued", i, LABELS));
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: 20 }, (_, k) => bHandle(delivery(SECRET, jobPayload("queued", 5000 + k, LABELS)))));
-    out["scaler.burst20.wall_ms"] = ms(performance.now() - t0);
-    out["scaler.burst20.cap"] = 5;
-    out["scaler.burst20.final_active"] = bEc2.active("gpu").length;
-    out["scaler.burst20.peak_armed"] = peakArmed;
-    out["scaler.burst20.peak_pending_transient"] = bEc2.peakActive("gpu");
-  } finally {
-    await server.close();
+    const r = await handle(ev);
+    enqueue.push(performance.now() - t0);
+    if (r.statusCode !== 202) throw new Error(`bench delivery ${i}: ${r.statusCode} ${r.body}`);
+    launchStarted = performance.now();
+    await runScaleUp(deps);
+    for (const inst of ec2.active()) inst.state = "terminated"; // the job ran: the slot frees for the next
+  }
+  for (const [name, xs] of [["webhook_to_enqueue", enqueue], ["queue_to_launch_request", launch]] as const) {
+    const s = [...xs].slice(20).sort((a, b) => a - b); // warm
+    out[`scaler.${name}.p50_ms`] = ms(quantile(s, 0.5));
+    out[`scaler.${name}.p95_ms`] = ms(quantile(s, 0.95));
   }
 
-  // --- bundle sizes ----------------------------------------------------------
-  for (const entry of ["webhook", "housekeeping"] as const) {
-    const t0 = performance.now();
+  for (const entry of Object.keys(SCALER_ENTRIES) as (keyof typeof SCALER_ENTRIES)[]) {
     const { bytes } = await bundleEntry(entry);
-    out[`scaler.bundle.${entry}_bytes`] = bytes;
     out[`scaler.bundle.${entry}_kib`] = Math.round((bytes / 1024) * 10) / 10;
-    out[`scaler.bundle.${entry}_build_ms`] = Math.round(performance.now() - t0);
   }
   return out;
 }

@@ -205,6 +205,11 @@ function offlineCall(token: string, inputs: Record<string, any>): Record<string,
       return { id: inputs.filters?.[0]?.values?.[0] ?? ami, rootDeviceName: "/dev/sda1", blockDeviceMappings: [], architecture: "x86_64" };
     case "aws:ec2/getVpc:getVpc":
       return { id: inputs.id, cidrBlock: "172.31.0.0/16" };
+    case "github:index/getRepository:getRepository": {
+      // Offline, a stable made-up id per repository (the runner group lists repositories by id).
+      const id = [...String(inputs.fullName)].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) % 1_000_000_000;
+      return { id: inputs.fullName, fullName: inputs.fullName, name: String(inputs.fullName).split("/")[1], repoId: id, defaultBranch: "main" };
+    }
     default:
       throw new Error(`strata plan has no offline answer for the invoke ${token}; add one to cli/program.ts`);
   }

@@ -11,9 +11,24 @@ import {
   type Instance,
 } from "@aws-sdk/client-ec2";
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
-import { DeleteParameterCommand, paginateGetParametersByPath, PutParameterCommand, SSMClient } from "@aws-sdk/client-ssm";
+import { ChangeMessageVisibilityCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { DeleteParameterCommand, GetParameterCommand, paginateGetParametersByPath, PutParameterCommand, SSMClient } from "@aws-sdk/client-ssm";
 import { TAGS } from "./logic.ts";
-import { ACTIVE_STATES, LaunchError, type Ec2Port, type InstanceQuery, type InstanceState, type LaunchRequest, type ParamInfo, type ParamPort, type RunnerInstance } from "./ports.ts";
+import {
+  ACTIVE_STATES,
+  LaunchError,
+  type Ec2Port,
+  type InstanceQuery,
+  type InstanceState,
+  type LaunchRequest,
+  type ParamInfo,
+  type ParamPort,
+  type QueuedJob,
+  type QueueMessage,
+  type QueuePort,
+  type RunnerInstance,
+  type StatePort,
+} from "./ports.ts";
 
 function awsCode(err: unknown): string {
   const e = err as { Code?: unknown; name?: unknown };
@@ -59,6 +74,7 @@ export class AwsEc2 implements Ec2Port {
     if (q.pool !== undefined) filters.push({ Name: `tag:${this.tagKey}`, Values: [q.pool] });
     if (q.jobId !== undefined) filters.push({ Name: `tag:${TAGS.jobId}`, Values: [q.jobId] });
     if (q.delivery !== undefined) filters.push({ Name: `tag:${TAGS.delivery}`, Values: [q.delivery] });
+    if (q.instanceIds !== undefined) filters.push({ Name: "instance-id", Values: q.instanceIds });
     const out: RunnerInstance[] = [];
     for await (const page of paginateDescribeInstances({ client: this.client, pageSize: 1000 }, { Filters: filters, MaxResults: 1000 })) {
       for (const r of page.Reservations ?? []) for (const i of r.Instances ?? []) {
@@ -149,6 +165,100 @@ export class AwsParams implements ParamPort {
     }
     return out;
   }
+}
+
+/** Standard-tier String parameters under the state prefix: small JSON documents, no secrets. */
+export class AwsState implements StatePort {
+  constructor(private readonly client: SSMClient) {}
+
+  async create(name: string, value: string): Promise<boolean> {
+    try {
+      await this.client.send(new PutParameterCommand({ Name: name, Value: value, Type: "String", Overwrite: false }));
+      return true;
+    } catch (err) {
+      if (awsCode(err) === "ParameterAlreadyExists") return false;
+      throw err;
+    }
+  }
+
+  async put(name: string, value: string): Promise<void> {
+    await this.client.send(new PutParameterCommand({ Name: name, Value: value, Type: "String", Overwrite: true }));
+  }
+
+  async get(name: string): Promise<string | undefined> {
+    try {
+      return (await this.client.send(new GetParameterCommand({ Name: name }))).Parameter?.Value;
+    } catch (err) {
+      if (awsCode(err) === "ParameterNotFound") return undefined;
+      throw err;
+    }
+  }
+
+  async list(prefix: string): Promise<{ name: string; value: string }[]> {
+    const out: { name: string; value: string }[] = [];
+    const path = prefix.replace(/\/+$/, "") || "/";
+    for await (const page of paginateGetParametersByPath({ client: this.client }, { Path: path, Recursive: true, MaxResults: 10 })) {
+      for (const p of page.Parameters ?? []) if (p.Name && p.Value !== undefined) out.push({ name: p.Name, value: p.Value });
+    }
+    return out;
+  }
+
+  async delete(name: string): Promise<boolean> {
+    try {
+      await this.client.send(new DeleteParameterCommand({ Name: name }));
+      return true;
+    } catch (err) {
+      if (awsCode(err) === "ParameterNotFound") return false;
+      throw err;
+    }
+  }
+}
+
+/** A pool's FIFO queue: one message group per pool (arrival order), deduplicated by job id. */
+export class AwsQueue implements QueuePort {
+  constructor(private readonly client: SQSClient) {}
+
+  async send(queueUrl: string, job: QueuedJob, dedupId = String(job.jobId)): Promise<void> {
+    await this.client.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify(job), MessageGroupId: job.pool, MessageDeduplicationId: dedupId }));
+  }
+
+  async receive(queueUrl: string, max: number, visibilitySeconds: number): Promise<QueueMessage[]> {
+    const res = await this.client.send(
+      new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: Math.min(10, Math.max(1, max)), VisibilityTimeout: visibilitySeconds, WaitTimeSeconds: 0, MessageSystemAttributeNames: ["ApproximateReceiveCount"] }),
+    );
+    const out: QueueMessage[] = [];
+    for (const m of res.Messages ?? []) {
+      if (!m.ReceiptHandle) continue;
+      let job: QueuedJob | undefined;
+      try {
+        job = JSON.parse(m.Body ?? "") as QueuedJob;
+      } catch {
+        job = undefined;
+      }
+      if (!job || typeof job.jobId !== "number" || typeof job.repository !== "string") {
+        // Not ours (nothing but the webhook and housekeeping may send): drop it rather than block the group.
+        await this.delete(queueUrl, m.ReceiptHandle);
+        continue;
+      }
+      out.push({ job, receipt: m.ReceiptHandle, receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1) });
+    }
+    return out;
+  }
+
+  async delete(queueUrl: string, receipt: string): Promise<void> {
+    await this.client.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: receipt }));
+  }
+
+  async retryLater(queueUrl: string, receipt: string, seconds: number): Promise<void> {
+    await this.client.send(new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: receipt, VisibilityTimeout: Math.max(0, Math.min(43_200, Math.round(seconds))) }));
+  }
+}
+
+/** Wake the consumer: a message on its (standard) wake queue, which an event source mapping turns into an invoke. */
+export function sqsWake(client: SQSClient, wakeQueueUrl: string): () => Promise<void> {
+  return async () => {
+    await client.send(new SendMessageCommand({ QueueUrl: wakeQueueUrl, MessageBody: "{}" }));
+  };
 }
 
 /** Secrets Manager read with a per-container cache (rotation is picked up after ttlMs). */

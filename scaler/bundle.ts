@@ -9,6 +9,8 @@ import { fileURLToPath } from "node:url";
 
 export const SCALER_ENTRIES = {
   webhook: fileURLToPath(new URL("./webhook.ts", import.meta.url)),
+  scaleup: fileURLToPath(new URL("./scaleup.ts", import.meta.url)),
+  interruption: fileURLToPath(new URL("./interruption.ts", import.meta.url)),
   housekeeping: fileURLToPath(new URL("./housekeeping.ts", import.meta.url)),
 } as const;
 

@@ -10,6 +10,8 @@ const poolSchema = z.object({
   maxRunners: z.number().int().min(0).max(10_000),
   maxRuntimeMinutes: z.number().int().min(1).max(7 * 24 * 60),
   spot: z.boolean(),
+  /** URL of the pool's FIFO scale-up queue. */
+  queueUrl: z.url({ protocol: /^https?$/ }),
 });
 export type Pool = z.infer<typeof poolSchema>;
 
@@ -26,6 +28,7 @@ const poolsSchema = z
 
 const ownerRe = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$/;
 const repoRe = /^[A-Za-z0-9_.-]{1,100}$/;
+const repositoryRe = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9_.-]{1,100}$/;
 const arnRe = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/;
 
 const envSchema = z.object({
@@ -42,6 +45,18 @@ const envSchema = z.object({
   STRATA_INSTANCE_ARN_TAG_KEY: z.string().regex(/^[A-Za-z0-9_.:/=+@-]{1,100}$/).default("strata:instance-arn"),
   /** `arn:<partition>:ec2:<region>:<account>:instance/`; with it, JIT parameters are tagged with their instance's ARN. */
   STRATA_INSTANCE_ARN_PREFIX: z.string().regex(/^arn:[a-z-]+:ec2:[a-z0-9-]+:\d{12}:instance\/$/, "must look like arn:aws:ec2:<region>:<account>:instance/").optional(),
+  /** JSON array of the "owner/name" repositories the fleet serves; deliveries for any other are refused. */
+  STRATA_REPOSITORIES: z.string().min(1, "is required"),
+  /** SSM path of the scaler's own state documents (breaker, interruptions, re-runs), e.g. /strata/dev/state/. */
+  STRATA_STATE_PREFIX: z.string().regex(/^\/(?:[A-Za-z0-9_.-]+\/)+$/, "must be an SSM path that starts and ends with '/', e.g. /strata/dev/state/"),
+  /** Standard SQS queue whose messages wake the scale-up consumer; unset: its schedule alone drives it. */
+  STRATA_WAKE_QUEUE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** Spot circuit breaker: after this many spot capacity failures or interruptions of a pool ... */
+  STRATA_SPOT_BREAKER_FAILURES: z.coerce.number().int().min(1).max(1000).default(3),
+  /** ... within this many minutes ... */
+  STRATA_SPOT_BREAKER_WINDOW_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(30),
+  /** ... the pool launches on-demand for this many minutes. */
+  STRATA_SPOT_BREAKER_ON_DEMAND_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
   /** Not part of the deploy contract: housekeeping tunable, minutes a runner may take to come online. */
   STRATA_REGISTRATION_TIMEOUT_MINUTES: z.coerce.number().int().min(1).max(120).default(10),
 });
@@ -59,6 +74,18 @@ export interface ScalerConfig {
   paramPrefix: string;
   tagKey: string;
   registrationTimeoutMinutes: number;
+  /** "owner/name" of every repository served, lowercase. */
+  repositories: string[];
+  statePrefix: string;
+  wakeQueueUrl?: string;
+  breaker: BreakerSettings;
+}
+
+/** Spot circuit breaker: `failures` spot failures within `windowMinutes` → on-demand for `onDemandMinutes`. */
+export interface BreakerSettings {
+  failures: number;
+  windowMinutes: number;
+  onDemandMinutes: number;
 }
 
 export class ConfigError extends Error {
@@ -101,6 +128,21 @@ export function parseConfig(env: Record<string, string | undefined>): ScalerConf
       else problems.push(...describe("STRATA_POOLS", p.error.issues));
     }
   }
+  let repositories: string[] = [];
+  if (typeof clean.STRATA_REPOSITORIES === "string") {
+    const r = z
+      .array(z.string().regex(repositoryRe, 'must be "owner/name"'))
+      .min(1, "must list at least one repository")
+      .safeParse((() => {
+        try {
+          return JSON.parse(clean.STRATA_REPOSITORIES);
+        } catch {
+          return undefined;
+        }
+      })());
+    if (r.success) repositories = [...new Set(r.data.map((x) => x.toLowerCase()))];
+    else problems.push(...describe("STRATA_REPOSITORIES", r.error.issues).map((m) => (m.includes("expected array") ? "STRATA_REPOSITORIES: must be a JSON array of \"owner/name\"" : m)));
+  }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
   return {
@@ -115,6 +157,10 @@ export function parseConfig(env: Record<string, string | undefined>): ScalerConf
     tagKey: e.STRATA_TAG_KEY,
     instanceArnTag: e.STRATA_INSTANCE_ARN_PREFIX ? { key: e.STRATA_INSTANCE_ARN_TAG_KEY, prefix: e.STRATA_INSTANCE_ARN_PREFIX } : undefined,
     registrationTimeoutMinutes: e.STRATA_REGISTRATION_TIMEOUT_MINUTES,
+    repositories,
+    statePrefix: e.STRATA_STATE_PREFIX,
+    ...(e.STRATA_WAKE_QUEUE_URL ? { wakeQueueUrl: e.STRATA_WAKE_QUEUE_URL } : {}),
+    breaker: { failures: e.STRATA_SPOT_BREAKER_FAILURES, windowMinutes: e.STRATA_SPOT_BREAKER_WINDOW_MINUTES, onDemandMinutes: e.STRATA_SPOT_BREAKER_ON_DEMAND_MINUTES },
   };
 }
 

@@ -5,7 +5,7 @@
 import { createAppAuth } from "@octokit/auth-app";
 import { request as baseRequest } from "@octokit/request";
 import type { AppSecret } from "./config.ts";
-import type { GitHubPort, GitHubRunner, JitRequest, JitRunner, Logger } from "./ports.ts";
+import type { GitHubJob, GitHubPort, GitHubRunner, JitRequest, JitRunner, Logger } from "./ports.ts";
 import { errorMessage, silentLogger } from "./ports.ts";
 
 export interface RetryPolicy {
@@ -137,10 +137,23 @@ export function createGitHubClient(opts: GitHubClientOptions): GitHubPort {
     request: plain,
     log: { warn: (m: string) => log.warn(m), info: () => {}, debug: () => {}, error: (m: string) => log.error(m) },
   });
-  const req = plain.defaults({ request: { hook: auth.hook } });
+  // Every call gets an installation token narrowed to the permissions and repositories it needs
+  // (auth-app caches one per permission set for its hour).
+  type Scope = { permissions: Record<string, "read" | "write">; repositoryNames?: string[] };
+  const scoped = (scope: Scope) => async (route: string, params: Record<string, unknown>) => {
+    const { token } = (await auth({ type: "installation", ...scope })) as { token: string };
+    return plain(route, { ...params, headers: { authorization: `token ${token}` } });
+  };
+  const req = scoped(opts.repo ? { permissions: { administration: "write" }, repositoryNames: [opts.repo] } : { permissions: { organization_self_hosted_runners: "write" } });
   const base = opts.repo
     ? { prefix: "/repos/{owner}/{repo}/actions/runners", params: { owner: opts.owner, repo: opts.repo } }
     : { prefix: "/orgs/{org}/actions/runners", params: { org: opts.owner } };
+  const split = (repository: string) => {
+    const [owner, repo] = repository.split("/");
+    if (!owner || !repo || owner.toLowerCase() !== opts.owner.toLowerCase()) throw new GitHubApiError(`repository ${repository} is not one of ${opts.owner}'s`, undefined, 0);
+    return { owner, repo };
+  };
+  const actions = (repository: string, access: "read" | "write") => scoped({ permissions: { actions: access }, repositoryNames: [split(repository).repo] });
 
   return {
     async generateJitConfig(r: JitRequest): Promise<JitRunner> {
@@ -183,6 +196,39 @@ export function createGitHubClient(opts: GitHubClientOptions): GitHubPort {
       return out;
     },
 
+    async getJob(repository: string, jobId: number): Promise<GitHubJob> {
+      const res = await withRetry("get job", () => actions(repository, "read")("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", { ...split(repository), job_id: jobId }), policy, log);
+      const job = toJob(res.data);
+      if (!job) throw new GitHubApiError("get job: unexpected response shape", res.status, 1);
+      return job;
+    },
+
+    async rerunJob(repository: string, jobId: number): Promise<void> {
+      await withRetry("re-run job", () => actions(repository, "write")("POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun", { ...split(repository), job_id: jobId }), policy, log);
+    },
+
+    async listQueuedJobs(repository: string): Promise<GitHubJob[]> {
+      const call = actions(repository, "read");
+      const out: GitHubJob[] = [];
+      for (let page = 1; page <= 10; page++) {
+        const res = await withRetry("list queued runs", () => call("GET /repos/{owner}/{repo}/actions/runs", { ...split(repository), status: "queued", per_page: 100, page }), policy, log);
+        const runs = ((res.data as { workflow_runs?: { id?: unknown }[] })?.workflow_runs ?? []).filter((r) => typeof r?.id === "number");
+        for (const run of runs) {
+          for (let jp = 1; jp <= 10; jp++) {
+            const jr = await withRetry("list run jobs", () => call("GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs", { ...split(repository), run_id: run.id, filter: "latest", per_page: 100, page: jp }), policy, log);
+            const jobs = (jr.data as { jobs?: unknown[] })?.jobs ?? [];
+            for (const j of jobs) {
+              const job = toJob(j);
+              if (job?.status === "queued") out.push(job);
+            }
+            if (jobs.length < 100) break;
+          }
+        }
+        if (runs.length < 100) break;
+      }
+      return out;
+    },
+
     async deleteRunner(id: number): Promise<void> {
       try {
         await withRetry("delete runner", () => req(`DELETE ${base.prefix}/{runner_id}`, { ...base.params, runner_id: id }), policy, log);
@@ -191,5 +237,23 @@ export function createGitHubClient(opts: GitHubClientOptions): GitHubPort {
         throw err;
       }
     },
+  };
+}
+
+/** A workflow job as the REST API returns it, or undefined if the shape is not one. */
+export function toJob(data: unknown): GitHubJob | undefined {
+  const j = data as { id?: unknown; status?: unknown; conclusion?: unknown; labels?: unknown; runner_name?: unknown; run_id?: unknown; run_attempt?: unknown; name?: unknown; created_at?: unknown };
+  if (typeof j?.id !== "number" || typeof j.status !== "string") return undefined;
+  const created = typeof j.created_at === "string" ? Date.parse(j.created_at) : NaN;
+  return {
+    id: j.id,
+    status: j.status,
+    conclusion: typeof j.conclusion === "string" ? j.conclusion : null,
+    labels: Array.isArray(j.labels) ? j.labels.filter((l): l is string => typeof l === "string") : [],
+    runnerName: typeof j.runner_name === "string" ? j.runner_name : null,
+    runId: typeof j.run_id === "number" ? j.run_id : 0,
+    runAttempt: typeof j.run_attempt === "number" ? j.run_attempt : 1,
+    name: typeof j.name === "string" ? j.name : "",
+    createdAt: Number.isFinite(created) ? created : 0,
   };
 }

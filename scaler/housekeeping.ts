@@ -1,22 +1,22 @@
 /**
- * Lambda entry: EventBridge schedule. Terminates overdue / never-registered
- * instances, deletes orphaned JIT parameters and offline strata runners.
+ * Lambda entry: EventBridge schedule. Terminates overdue / never-registered instances, deletes
+ * orphaned JIT parameters and offline strata runners, enqueues queued jobs the queue missed,
+ * retries pending re-runs and prunes old state.
  */
 import { ConfigError } from "./config.ts";
 import { runHousekeeping, type HousekeepingReport } from "./core.ts";
 import { errorMessage, jsonLogger } from "./ports.ts";
-import { buildDeps, type RealDeps } from "./wiring.ts";
+import { lazyDeps } from "./wiring.ts";
 
-let deps: RealDeps | undefined;
+// Housekeeping is not answering a webhook: allow GitHub longer waits than the webhook path.
+const deps = lazyDeps({ budgetMs: 60_000, maxAttempts: 6 });
 
 export async function handler(_event?: unknown): Promise<HousekeepingReport> {
   try {
-    // Housekeeping is not answering a webhook: allow GitHub longer waits than the webhook path.
-    deps ??= buildDeps(process.env, { budgetMs: 60_000, maxAttempts: 6 });
+    return await runHousekeeping(deps());
   } catch (err) {
-    jsonLogger.error(err instanceof ConfigError ? "configuration error" : "initialisation failed", { error: errorMessage(err) });
+    jsonLogger.error(err instanceof ConfigError ? "configuration error" : "housekeeping failed", { error: errorMessage(err) });
     // Thrown so the failure shows in the Lambda error metric; the next schedule tries again.
     throw err;
   }
-  return runHousekeeping(deps);
 }

@@ -1,8 +1,9 @@
 /**
  * Pure decisions: no I/O, no clock, no randomness unless passed in.
  */
-import type { Pool } from "./config.ts";
-import type { GitHubRunner, RunnerInstance } from "./ports.ts";
+import { createHash } from "node:crypto";
+import type { BreakerSettings, Pool } from "./config.ts";
+import type { GitHubJob, GitHubRunner, RunnerInstance } from "./ports.ts";
 
 export const RUNNER_NAME_PREFIX = "strata-";
 export const SELF_HOSTED = "self-hosted";
@@ -33,17 +34,22 @@ export function isCapacityError(code: string): boolean {
   return CAPACITY_ERRORS.has(code);
 }
 
+/** Labels GitHub gives self-hosted runners by default; every other pool label is the pool's own ("custom"). */
+export const DEFAULT_RUNNER_LABELS: ReadonlySet<string> = new Set(["self-hosted", "linux", "windows", "macos", "x64", "arm", "arm64"]);
+
 /**
- * The pool for a job's labels: every job label must be one of the pool's labels
- * (case-insensitive), and the job must ask for "self-hosted". "self-hosted" is
- * implicitly a label of every pool. First matching pool in configuration order wins.
+ * The pool for a job's labels, case-insensitively as GitHub matches: every job label is one of the
+ * pool's labels ("self-hosted" implicitly included), and every custom pool label (one that is not a
+ * GitHub default label) is among the job's labels, so `[self-hosted]` alone or `[self-hosted, gpu]`
+ * never reaches a pool that is distinguished by `strata-base-builder`. First match in configuration order.
  */
 export function matchPool(pools: readonly Pool[], jobLabels: readonly string[]): Pool | undefined {
-  const wanted = jobLabels.map((l) => l.trim().toLowerCase());
-  if (!wanted.includes(SELF_HOSTED)) return undefined;
+  const wanted = new Set(jobLabels.map((l) => l.trim().toLowerCase()));
+  if (wanted.size === 0) return undefined;
   return pools.find((p) => {
     const have = new Set([SELF_HOSTED, ...p.labels.map((l) => l.trim().toLowerCase())]);
-    return wanted.every((l) => have.has(l));
+    const custom = [...have].filter((l) => !DEFAULT_RUNNER_LABELS.has(l));
+    return [...wanted].every((l) => have.has(l)) && custom.every((l) => wanted.has(l));
   });
 }
 
@@ -77,46 +83,126 @@ export interface Placement {
 }
 
 /**
- * Placements to try, in order: all spot placements first (if the pool uses spot),
+ * Placements to try, in order: all spot placements first (if the pool uses spot and
+ * `spotAllowed`: the breaker is closed and the job is no re-run of an interrupted one),
  * then all on-demand ones. Within a market, instance types in priority order; for
  * each type, every subnet, starting at `spreadSeed mod subnets` so consecutive jobs
  * land in different subnets/AZs.
  */
-export function placements(pool: Pool, spreadSeed: number): Placement[] {
+export function placements(pool: Pool, spreadSeed: number, spotAllowed = true): Placement[] {
   const n = pool.subnetIds.length;
   const start = ((Math.trunc(spreadSeed) % n) + n) % n;
   const subnets = pool.subnetIds.map((_, i) => pool.subnetIds[(start + i) % n]!);
-  const markets = pool.spot ? [true, false] : [false];
+  const markets = pool.spot && spotAllowed ? [true, false] : [false];
   const out: Placement[] = [];
   for (const spot of markets) for (const instanceType of pool.instanceTypes) for (const subnetId of subnets) out.push({ instanceType, subnetId, spot });
   return out;
 }
 
-/** Stable order for "who came first": launch time, then instance id. Every scaler computes the same order. */
-export function byAge(a: RunnerInstance, b: RunnerInstance): number {
-  return a.launchTime - b.launchTime || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+// ---------------------------------------------------------------- scale-up
+
+const MINUTE = 60_000;
+/** GitHub cancels a job still queued for a self-hosted runner after 24 h. */
+export const MAX_QUEUED_MS = 24 * 60 * MINUTE;
+
+/**
+ * Spot circuit breaker, from the times of a pool's recent spot failures (capacity errors of spot
+ * placements and interruptions): open (on-demand only) until `onDemandMinutes` after the latest
+ * moment at which `failures` of them fell within `windowMinutes`. Stateless over the times, so
+ * several writers of failure times never race over a counter.
+ */
+export function spotBreakerOpenUntil(failureTimes: readonly number[], s: BreakerSettings): number | undefined {
+  const t = [...failureTimes].sort((a, b) => a - b);
+  let until: number | undefined;
+  for (let i = s.failures - 1; i < t.length; i++) {
+    if (t[i]! - t[i - s.failures + 1]! <= s.windowMinutes * MINUTE) until = t[i]! + s.onDemandMinutes * MINUTE;
+  }
+  return until;
+}
+
+export function spotAllowed(failureTimes: readonly number[], s: BreakerSettings, now: number): boolean {
+  const until = spotBreakerOpenUntil(failureTimes, s);
+  return until === undefined || now >= until;
+}
+
+/** Failure times still relevant to the breaker (older ones can neither open nor extend it). */
+export function pruneFailures(failureTimes: readonly number[], s: BreakerSettings, now: number): number[] {
+  const keep = (s.windowMinutes + s.onDemandMinutes) * MINUTE;
+  return failureTimes.filter((t) => now - t <= keep);
+}
+
+/** What to do with a queued job once GitHub has answered (or not). */
+export type ServeDecision =
+  | { kind: "launch" }
+  | { kind: "drop"; reason: string }
+  | { kind: "retry"; reason: string };
+
+/**
+ * Launch only for a job GitHub reports still `queued` (this also ends the replay window of a signed
+ * delivery); a job that started elsewhere, finished or was cancelled leaves the queue; one past
+ * GitHub's 24 h limit leaves it too; a job not yet queued (waiting for an environment) waits.
+ */
+export function serveDecision(job: GitHubJob | undefined, queuedAt: number, now: number, hasInstance: boolean): ServeDecision {
+  if (now - queuedAt > MAX_QUEUED_MS) return { kind: "drop", reason: "queued longer than GitHub's 24 h limit" };
+  if (hasInstance) return { kind: "drop", reason: "job already has an instance" };
+  if (job === undefined) return { kind: "retry", reason: "GitHub did not answer" };
+  if (job.status === "queued") return { kind: "launch" };
+  if (job.status === "completed") return { kind: "drop", reason: `job completed (${job.conclusion ?? "no conclusion"})` };
+  if (job.status === "in_progress") return { kind: "drop", reason: "job already running on another runner" };
+  return { kind: "retry", reason: `job is ${job.status}` };
+}
+
+/** Delay before a job that found no capacity is tried again: 30 s doubling to 5 min. */
+export function backoffSeconds(receiveCount: number): number {
+  return Math.min(300, 30 * 2 ** Math.max(0, receiveCount - 1));
+}
+
+/** Free slots of a pool: its cap minus its active instances (and launches not yet visible). */
+export function freeSlots(pool: Pool, activeIds: ReadonlySet<string>): number {
+  return Math.max(0, pool.maxRunners - activeIds.size);
+}
+
+/** Name of a state document (SSM allows [A-Za-z0-9_.-/]). */
+export function stateKey(prefix: string, kind: "jobs" | "interrupted" | "rerun" | "on-demand" | "breaker", id: string | number): string {
+  return `${prefix}${kind}/${String(id).replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 200)}`;
+}
+
+/** Key of the on-demand marker a re-run job is recognised by: its run and its name (a re-run gets a new job id). */
+export function onDemandId(runId: number, jobName: string): string {
+  return `${runId}-${createHash("sha256").update(jobName).digest("hex").slice(0, 16)}`;
 }
 
 /**
- * Launch-then-recount: given the active instances of one pool as seen right after
- * our own launch, which of them must go? Oldest first, an instance is kept if its
- * job does not already have a kept instance and fewer than maxRunners are kept;
- * everything else is excess. Because the order is the same for every observer, the
- * oldest maxRunners instances are never excess in anyone's view, and the observer
- * that recounts last sees every launch and removes all the rest.
+ * Housekeeping's reconciliation: the queued jobs GitHub reports for the served repositories that
+ * fit a pool and that the queue does not hold: no ledger entry, or one whose launched instance
+ * is gone without having run the job (it stays queued). Younger than `graceMs`: left to the webhook.
  */
-export function excessInstances(active: readonly RunnerInstance[], maxRunners: number): RunnerInstance[] {
-  const kept = new Set<string>();
-  const jobs = new Set<string>();
-  const excess: RunnerInstance[] = [];
-  for (const inst of [...active].sort(byAge)) {
-    const dupJob = inst.jobId !== undefined && jobs.has(inst.jobId);
-    if (!dupJob && kept.size < maxRunners) {
-      kept.add(inst.id);
-      if (inst.jobId !== undefined) jobs.add(inst.jobId);
-    } else excess.push(inst);
+export function jobsToReconcile(
+  queued: readonly { repository: string; job: GitHubJob }[],
+  pools: readonly Pool[],
+  ledger: ReadonlyMap<number, JobLedgerEntry>,
+  activeIds: ReadonlySet<string>,
+  now: number,
+  graceMs = 2 * MINUTE,
+): { repository: string; job: GitHubJob; pool: Pool }[] {
+  const out: { repository: string; job: GitHubJob; pool: Pool }[] = [];
+  for (const q of queued) {
+    if (q.job.status !== "queued" || now - q.job.createdAt < graceMs || now - q.job.createdAt > MAX_QUEUED_MS) continue;
+    const pool = matchPool(pools, q.job.labels);
+    if (!pool) continue;
+    const entry = ledger.get(q.job.id);
+    if (entry?.state === "queued") continue;
+    if (entry?.state === "launched" && entry.instanceId !== undefined && activeIds.has(entry.instanceId)) continue;
+    out.push({ ...q, pool });
   }
-  return excess;
+  return out;
+}
+
+/** The ledger entry of an enqueued job (state document `jobs/<id>`). */
+export interface JobLedgerEntry {
+  state: "queued" | "launched" | "done";
+  at: number;
+  instanceId?: string;
 }
 
 // ---------------------------------------------------------------- housekeeping
@@ -142,7 +228,6 @@ export interface HousekeepingPlan {
 }
 
 const INSTANCE_ID_RE = /^i-[0-9a-f]{8,17}$/;
-const MINUTE = 60_000;
 
 export function planHousekeeping(input: HousekeepingInput): HousekeepingPlan {
   const { now, pools, instances, params, paramPrefix, runners } = input;

@@ -1,7 +1,7 @@
 /**
  * Ports: the few cloud operations the scaler needs, as small interfaces.
  * AWS SDK v3 implementations live in aws.ts, the GitHub one in github.ts,
- * in-memory fakes in testing/fakes.ts. The decision code (core.ts, logic.ts)
+ * in-memory fakes in test/support/fakes.ts. The decision code (core.ts, logic.ts)
  * only ever sees these interfaces.
  */
 
@@ -22,6 +22,7 @@ export interface RunnerInstance {
 
 export interface InstanceQuery {
   pool?: string;
+  instanceIds?: string[];
   jobId?: string;
   delivery?: string;
   /** Defaults to ACTIVE_STATES. */
@@ -93,11 +94,81 @@ export interface GitHubRunner {
   busy: boolean;
 }
 
+/** What GitHub reports about one workflow job (GET /repos/{owner}/{repo}/actions/jobs/{job_id}). */
+export interface GitHubJob {
+  id: number;
+  /** "queued" | "in_progress" | "completed" | "waiting" | "requested" | "pending". */
+  status: string;
+  conclusion: string | null;
+  labels: string[];
+  runnerName: string | null;
+  runId: number;
+  runAttempt: number;
+  name: string;
+  /** Epoch ms. */
+  createdAt: number;
+}
+
 export interface GitHubPort {
   generateJitConfig(req: JitRequest): Promise<JitRunner>;
   listRunners(name?: string): Promise<GitHubRunner[]>;
   deleteRunner(id: number): Promise<void>;
+  /** One job's status; `repository` is "owner/name". */
+  getJob(repository: string, jobId: number): Promise<GitHubJob>;
+  /** Re-run one job (a new attempt of its run, with a new job id). */
+  rerunJob(repository: string, jobId: number): Promise<void>;
+  /** Jobs of the repository's queued workflow runs that are themselves still queued. */
+  listQueuedJobs(repository: string): Promise<GitHubJob[]>;
 }
+
+/** A job waiting in a pool's queue for an instance. */
+export interface QueuedJob {
+  jobId: number;
+  /** "owner/name". */
+  repository: string;
+  pool: string;
+  runId: number;
+  runAttempt: number;
+  name: string;
+  /** When GitHub queued the job (epoch ms): it cancels queued jobs after 24 h. */
+  queuedAt: number;
+  /** Why it was enqueued: a webhook delivery, or reconciliation (a missed webhook). */
+  source: "webhook" | "reconcile";
+}
+
+export interface QueueMessage {
+  job: QueuedJob;
+  receipt: string;
+  /** How often this message has been received, this time included. */
+  receiveCount: number;
+}
+
+/**
+ * A pool's FIFO queue. `send` deduplicates by job id (within SQS's 5-minute window);
+ * `receive` hides the messages until deleted or `retryLater`'s delay passes.
+ */
+export interface QueuePort {
+  /** Deduplicated by `dedupId` (default: the job id) within SQS's 5-minute window. */
+  send(queueUrl: string, job: QueuedJob, dedupId?: string): Promise<void>;
+  receive(queueUrl: string, max: number, visibilitySeconds: number): Promise<QueueMessage[]>;
+  delete(queueUrl: string, receipt: string): Promise<void>;
+  /** Make a received message visible again after `seconds` (0: right away). */
+  retryLater(queueUrl: string, receipt: string, seconds: number): Promise<void>;
+}
+
+/** Small JSON documents under the state prefix (SSM String parameters): breaker, interruptions, re-runs. */
+export interface StatePort {
+  /** Create; resolves false if it already exists (the atomic claim). */
+  create(name: string, value: string): Promise<boolean>;
+  put(name: string, value: string): Promise<void>;
+  get(name: string): Promise<string | undefined>;
+  /** Every document under the prefix (recursively), with its value. */
+  list(prefix: string): Promise<{ name: string; value: string }[]>;
+  delete(name: string): Promise<boolean>;
+}
+
+/** Wakes the scale-up consumer (asynchronous invoke); best effort. */
+export type WakePort = () => Promise<void>;
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;

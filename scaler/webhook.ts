@@ -1,5 +1,5 @@
 /**
- * Lambda entry: GitHub `workflow_job` webhook behind a function URL (payload v2).
+ * Lambda entry: GitHub `workflow_job` webhook behind a function URL (payload v2): verify, filter, enqueue.
  */
 import { ConfigError } from "./config.ts";
 import { createWebhookHandler, type FunctionUrlEvent, type HttpResult } from "./core.ts";

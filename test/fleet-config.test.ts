@@ -107,3 +107,10 @@ test("unknown keys (typos) and wrong types are rejected", () => {
 test("the where argument names the key in messages", () => {
     assert.throws(() => parseFleetConfig({ enabled: true }, "myproj:fleet"), /myproj:fleet\.runnerOwner/);
 });
+
+test("runnerGroupId is refused (the fleet declares its group); fleet repositories must belong to runnerOwner", () => {
+    assert.throws(() => parseFleetConfig({ enabled: true, runnerOwner: "acme", runnerGroupId: 7 }, "strata:fleet"), /strata:fleet\.runnerGroupId: is no longer used/);
+    assert.throws(() => parseFleetConfig({ enabled: true, runnerOwner: "acme", repositories: ["evil/models"] }, "strata:fleet"), /strata:fleet\.repositories\[0\]: must belong to runnerOwner "acme"/);
+    const c = parseFleetConfig({ enabled: true, runnerOwner: "acme", repositories: ["acme/models"] }, "strata:fleet");
+    assert.ok(c.enabled && c.spotBreaker.failures === 3 && c.spotBreaker.windowMinutes === 30 && c.spotBreaker.onDemandMinutes === 60);
+});

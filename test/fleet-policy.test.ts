@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as pulumi from "@pulumi/pulumi";
 import {
-    findWildcardWrites, housekeepingPolicy, instancePolicy, isReadOnlyAction, webhookPolicy,
+    findWildcardWrites, housekeepingPolicy, instancePolicy, interruptionPolicy, isReadOnlyAction, scaleUpPolicy, webhookPolicy,
     type LaunchPolicyInputs, type PolicyDocument,
 } from "../components/fleet/policy.ts";
 import { pickAvailabilityZones } from "../components/fleet/network.ts";
@@ -52,7 +52,8 @@ test("findWildcardWrites accepts reads, scoped writes, conditioned creates, deni
 });
 
 const launch: LaunchPolicyInputs = {
-    ...scope, poolNames: ["gpu"], paramPrefix: "/strata/dev/jit/",
+    ...scope, poolNames: ["gpu"], paramPrefix: "/strata/dev/jit/", statePrefix: "/strata/dev/state/",
+    queueArns: ["arn:aws:sqs:eu-west-1:111122223333:strata-dev-gpu.fifo"], wakeQueueArn: "arn:aws:sqs:eu-west-1:111122223333:strata-dev-fleet-wake",
     logGroupArn: "arn:aws:logs:eu-west-1:111122223333:log-group:/strata/dev/fleet/webhook",
     secretArns: ["arn:aws:secretsmanager:eu-west-1:111122223333:secret:a", "arn:aws:secretsmanager:eu-west-1:111122223333:secret:b"],
     launchTemplateIds: ["lt-0abc"], subnetIds: ["subnet-1"], securityGroupIds: ["sg-1"], imageIds: ["ami-1"],
@@ -61,18 +62,33 @@ const launch: LaunchPolicyInputs = {
 
 test("the fleet's policies pass the wildcard check", () => {
     assert.deepEqual(findWildcardWrites(webhookPolicy(launch)), []);
-    assert.deepEqual(findWildcardWrites(webhookPolicy({ ...launch, spot: false })), []);
+    assert.deepEqual(findWildcardWrites(scaleUpPolicy(launch)), []);
+    assert.deepEqual(findWildcardWrites(scaleUpPolicy({ ...launch, spot: false })), []);
+    assert.deepEqual(findWildcardWrites(interruptionPolicy(launch)), []);
     assert.deepEqual(findWildcardWrites(housekeepingPolicy(launch)), []);
     assert.deepEqual(findWildcardWrites(instancePolicy({ ...scope, paramPrefix: "/strata/dev/jit/", logGroupArn: launch.logGroupArn })), []);
 });
 
-test("webhook policy: RunInstances conditioned on the templates; Spot SLR only with Spot pools", () => {
-    const p = webhookPolicy(launch);
+test("only the scale-up consumer launches; no scaler role reads a JIT config", () => {
+    const actions = (d: { Statement: { Action?: string | string[]; Resource?: string | string[] }[] }) => d.Statement.flatMap((s) => [s.Action ?? []].flat());
+    for (const d of [webhookPolicy(launch), interruptionPolicy(launch), housekeepingPolicy(launch)]) {
+        assert.ok(!actions(d).includes("ec2:RunInstances") && !actions(d).includes("iam:PassRole"));
+    }
+    for (const d of [webhookPolicy(launch), scaleUpPolicy(launch), interruptionPolicy(launch), housekeepingPolicy(launch)]) {
+        const onJit = d.Statement.filter((s) => [s.Resource ?? []].flat().some((r) => r.includes("/strata/dev/jit")));
+        assert.ok(!onJit.some((s) => [s.Action ?? []].flat().includes("ssm:GetParameter")), "ssm:GetParameter on a JIT config");
+    }
+    const send = webhookPolicy(launch).Statement.find((s) => s.Action === "sqs:SendMessage")!;
+    assert.deepEqual(send.Resource, [...launch.queueArns, launch.wakeQueueArn]);
+});
+
+test("scale-up policy: RunInstances conditioned on the templates; Spot SLR only with Spot pools", () => {
+    const p = scaleUpPolicy(launch);
     const run = p.Statement.find((s) => s.Action === "ec2:RunInstances")!;
     assert.deepEqual(run.Condition, { ArnEquals: { "ec2:LaunchTemplate": ["arn:aws:ec2:eu-west-1:111122223333:launch-template/lt-0abc"] } });
     assert.ok(p.Statement.some((s) => s.Action === "ec2:RunInstances" && s.Resource === "arn:aws:ec2:eu-west-1:111122223333:spot-instances-request/*"));
     assert.ok(p.Statement.some((s) => s.Action === "iam:CreateServiceLinkedRole"));
-    const onDemand = webhookPolicy({ ...launch, spot: false });
+    const onDemand = scaleUpPolicy({ ...launch, spot: false });
     assert.ok(!onDemand.Statement.some((s) => s.Action === "iam:CreateServiceLinkedRole"));
     assert.ok(!JSON.stringify(onDemand.Statement.filter((s) => s.Action === "ec2:RunInstances")).includes("spot-instances-request"));
 });
@@ -98,9 +114,9 @@ test("pickAvailabilityZones prefers zones offering the most wanted types, then t
 test("poolDescriptor and userDataVars", () => {
     const c = parseFleetConfig({ enabled: true, runnerOwner: "acme" }, "strata:fleet") as FleetConfig;
     const pool = c.pools[0]!;
-    assert.deepEqual(poolDescriptor(pool, "lt-1", 4, ["subnet-1"]), {
+    assert.deepEqual(poolDescriptor(pool, "lt-1", 4, ["subnet-1"], "https://sqs/q.fifo"), {
         name: "gpu-base-builder", labels: pool.labels, launchTemplateId: "lt-1", launchTemplateVersion: "4",
-        instanceTypes: ["g6.4xlarge", "g5.4xlarge"], subnetIds: ["subnet-1"], maxRunners: 4, maxRuntimeMinutes: 360, spot: true,
+        instanceTypes: ["g6.4xlarge", "g5.4xlarge"], subnetIds: ["subnet-1"], maxRunners: 4, maxRuntimeMinutes: 360, spot: true, queueUrl: "https://sqs/q.fifo",
     });
     const vars = userDataVars({ pool, region: "eu-west-1", paramPrefix: "/strata/dev/jit/", runnerVersion: "2.329.0" });
     assert.deepEqual(vars, { REGION: "eu-west-1", PARAM_PREFIX: "/strata/dev/jit/", MAX_RUNTIME_MINUTES: "360", RUNNER_VERSION: "2.329.0", RUNNER_USER: "runner" });

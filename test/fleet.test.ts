@@ -34,6 +34,7 @@ const mocks = await installMocks({
         }),
         "aws:ec2/getAmi:getAmi": (inputs) => ({ id: inputs.filters[0].values[0], rootDeviceName: "/dev/sda1", blockDeviceMappings: [] }),
         "aws:ec2/getVpc:getVpc": (inputs) => ({ id: inputs.id, cidrBlock: "172.31.0.0/16" }),
+        "github:index/getRepository:getRepository": (inputs) => ({ id: inputs.fullName, fullName: inputs.fullName, repoId: { "acme/models": 101, "acme/app": 102 }[inputs.fullName as string] }),
     },
     id: (type, name) => {
         const short = createHash("sha1").update(name).digest("hex").slice(0, 17);
@@ -42,6 +43,7 @@ const mocks = await installMocks({
             case "aws:ec2/securityGroup:SecurityGroup": return `sg-${short}`;
             case "aws:ec2/subnet:Subnet": return `subnet-${short}`;
             case "aws:ec2/vpc:Vpc": return `vpc-${short}`;
+            case "github:index/actionsRunnerGroup:ActionsRunnerGroup": return "42";
             default: return `${name}-id`;
         }
     },
@@ -54,6 +56,7 @@ const mocks = await installMocks({
         "aws:lambda/function:Function": ({ name }) => ({ arn: `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${name}`, name }),
         "aws:lambda/functionUrl:FunctionUrl": () => ({ functionUrl: FUNCTION_URL }),
         "aws:cloudwatch/eventRule:EventRule": ({ name }) => ({ arn: `arn:aws:events:${REGION}:${ACCOUNT}:rule/${name}`, name }),
+        "aws:sqs/queue:Queue": ({ inputs }) => ({ arn: `arn:aws:sqs:${REGION}:${ACCOUNT}:${inputs.name}`, url: `https://sqs.${REGION}.amazonaws.com/${ACCOUNT}/${inputs.name}` }),
         "random:index/randomPassword:RandomPassword": () => ({ result: WEBHOOK_SECRET }),
     },
 });
@@ -85,7 +88,7 @@ const fleetA = new GpuRunnerFleet("a", {
     config: enabled({
         enabled: true,
         runnerOwner: "acme",
-        runnerGroupId: 7,
+        repositories: ["acme/models", "Acme/App"],
         pools: [
             { name: "gpu-base-builder", maxRunners: 3 },
             { name: "gpu-big", instanceTypes: ["g6.12xlarge"], labels: ["self-hosted", "linux", "x64", "gpu", "big"], maxRunners: 1, spot: false, amiId: OVERRIDE_AMI, maxRuntimeMinutes: 120, metadataHopLimit: 2 },
@@ -99,6 +102,8 @@ const fleetA = new GpuRunnerFleet("a", {
 // Fleet B: existing VPC, repository webhook, defaults otherwise.
 const fleetB = new GpuRunnerFleet("b", {
     config: enabled({ enabled: true, runnerOwner: "acme", runnerRepo: "acme/models", vpcId: "vpc-0123abcd", subnetIds: ["subnet-0aaa", "subnet-0bbb"] }),
+    repositories: ["acme/models"],
+    defaultBranch: "trunk",
     githubApp: { appId: "123456", installationId: "987654", privateKey: pulumi.secret(PRIVATE_KEY) },
     bundle: fakeBundle,
     userData: fakeUserData,
@@ -202,7 +207,7 @@ test("no security group has an ingress rule; egress is HTTP(S) and in-VPC DNS on
 
 test("no policy the fleet creates allows a write action on a wildcard resource", async () => {
     const policies = await all("aws:iam/rolePolicy:RolePolicy");
-    assert.equal(policies.length, 6, "instance, webhook and housekeeping policies of two fleets");
+    assert.equal(policies.length, 10, "instance, webhook, scale-up, interruption and housekeeping policies of two fleets");
     for (const p of policies) {
         assert.deepEqual(findWildcardWrites(p.inputs.policy), [], p.name);
     }
@@ -214,10 +219,14 @@ test("no policy the fleet creates allows a write action on a wildcard resource",
     }
 });
 
-test("the webhook Lambda can launch only from strata's launch templates", async () => {
+test("only the scale-up consumer launches, and only from strata's launch templates", async () => {
     const lts = of("a", await all("aws:ec2/launchTemplate:LaunchTemplate"));
     const templateArns = lts.map((lt) => `arn:aws:ec2:${REGION}:${ACCOUNT}:launch-template/${lt.id}`).sort();
-    const policy = policyOf(await mocks.findCreatedResource("aws:iam/rolePolicy:RolePolicy", "a-webhook"));
+    for (const other of ["a-webhook", "a-interruption", "a-housekeeping"]) {
+        const actions = policyOf(await mocks.findCreatedResource("aws:iam/rolePolicy:RolePolicy", other)).Statement.flatMap((s: any) => [s.Action].flat());
+        assert.ok(!actions.includes("ec2:RunInstances") && !actions.includes("iam:PassRole"), `${other} cannot launch`);
+    }
+    const policy = policyOf(await mocks.findCreatedResource("aws:iam/rolePolicy:RolePolicy", "a-scaleup"));
     const runs = policy.Statement.filter((s: any) => [s.Action].flat().some((a: string) => a === "ec2:RunInstances" || a === "ec2:*" || a === "*"));
     assert.equal(runs.length, 2);
     const run = runs.find((s: any) => s.Condition?.ArnEquals);
@@ -249,15 +258,63 @@ test("the webhook Lambda can launch only from strata's launch templates", async 
     const untag = policy.Statement.find((s: any) => s.Action === "ec2:DeleteTags");
     assert.deepEqual(untag.Condition["ForAllValues:StringEquals"], { "aws:TagKeys": ["strata:job-id", "strata:delivery"] });
     const secrets = policy.Statement.find((s: any) => s.Action === "secretsmanager:GetSecretValue");
-    assert.equal(secrets.Resource.length, 2);
+    assert.deepEqual(secrets.Resource, [`arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:a-github-app-AbCdEf`], "the consumer never reads the webhook secret");
+    const serve = policy.Statement.find((s: any) => s.Sid === "ServePoolQueues");
+    assert.deepEqual(serve.Resource, [`arn:aws:sqs:${REGION}:${ACCOUNT}:strata-test-gpu-base-builder.fifo`, `arn:aws:sqs:${REGION}:${ACCOUNT}:strata-test-gpu-big.fifo`]);
+});
+
+test("the webhook may only enqueue into the fleet's queues; it launches nothing and reads no JIT config", async () => {
+    const policy = policyOf(await mocks.findCreatedResource("aws:iam/rolePolicy:RolePolicy", "a-webhook"));
+    const send = policy.Statement.find((s: any) => s.Action === "sqs:SendMessage");
+    assert.deepEqual(send.Resource, [
+        `arn:aws:sqs:${REGION}:${ACCOUNT}:strata-test-gpu-base-builder.fifo`, `arn:aws:sqs:${REGION}:${ACCOUNT}:strata-test-gpu-big.fifo`, `arn:aws:sqs:${REGION}:${ACCOUNT}:strata-test-fleet-wake`,
+    ]);
+    const jit = policy.Statement.filter((s: any) => [s.Resource].flat().some((r: string) => r.includes("/strata/test/jit")));
+    assert.deepEqual(jit.flatMap((s: any) => [s.Action].flat()), ["ssm:DeleteParameter"], "deleting is the claim of a cancelled job's config; never reading it");
+});
+
+test("scale-up queues: one FIFO queue per pool, no DLQ; the consumer is serialised and woken by the webhook, instance ends and a schedule", async () => {
+    const q = await mocks.findCreatedResource("aws:sqs/queue:Queue", "a-gpu-base-builder-jobs");
+    assert.equal(q.inputs.fifoQueue, true);
+    assert.equal(q.inputs.contentBasedDeduplication, false);
+    assert.ok(q.inputs.messageRetentionSeconds > 24 * 3600, "longer than GitHub's 24 h queue limit");
+    assert.equal(q.inputs.redrivePolicy, undefined);
+    const consumer = await mocks.findCreatedResource("aws:lambda/function:Function", "a-scaleup");
+    assert.equal(consumer.inputs.reservedConcurrentExecutions, 1);
+    const esm = await mocks.findCreatedResource("aws:lambda/eventSourceMapping:EventSourceMapping", "a-wake");
+    assert.equal(esm.inputs.functionName, `arn:aws:lambda:${REGION}:${ACCOUNT}:function:a-scaleup`);
+    const ended = await mocks.findCreatedResource("aws:cloudwatch/eventRule:EventRule", "a-instance-ended");
+    assert.deepEqual(JSON.parse(ended.inputs.eventPattern).detail.state, ["shutting-down", "terminated"]);
+    assert.equal((await mocks.findCreatedResource("aws:cloudwatch/eventTarget:EventTarget", "a-instance-ended")).inputs.arn, consumer.state.arn ?? `arn:aws:lambda:${REGION}:${ACCOUNT}:function:a-scaleup`);
+    assert.equal((await mocks.findCreatedResource("aws:cloudwatch/eventRule:EventRule", "a-scaleup-schedule")).inputs.scheduleExpression, "rate(1 minute)");
+    const spot = await mocks.findCreatedResource("aws:cloudwatch/eventRule:EventRule", "a-spot-interruption");
+    assert.deepEqual(JSON.parse(spot.inputs.eventPattern)["detail-type"], ["EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"]);
+    assert.equal((await mocks.findCreatedResource("aws:cloudwatch/eventTarget:EventTarget", "a-spot-interruption")).inputs.arn, `arn:aws:lambda:${REGION}:${ACCOUNT}:function:a-interruption`);
+});
+
+test("the runner group admits only the served repositories, no public ones, and only the base-build workflow on the default branch", async () => {
+    const groups = await all("github:index/actionsRunnerGroup:ActionsRunnerGroup");
+    assert.deepEqual(groups.map((g) => g.name), ["a-runners"], "repository-level runners (fleet B) have no group");
+    const g = groups[0]!;
+    assert.equal(g.inputs.visibility, "selected");
+    assert.deepEqual(g.inputs.selectedRepositoryIds, [101, 102]);
+    assert.equal(g.inputs.allowsPublicRepositories, false);
+    assert.equal(g.inputs.restrictedToWorkflows, true);
+    assert.deepEqual(g.inputs.selectedWorkflows, ["acme/models/.github/workflows/strata-build-bases.yml@refs/heads/main", "acme/app/.github/workflows/strata-build-bases.yml@refs/heads/main"]);
+    const envA = await envOf("a-scaleup");
+    assert.equal(envA.STRATA_RUNNER_GROUP_ID, "42", "JIT runners register into it");
+    assert.deepEqual(JSON.parse(envA.STRATA_REPOSITORIES!), ["acme/models", "acme/app"]);
+    assert.deepEqual(JSON.parse((await envOf("b-scaleup")).STRATA_REPOSITORIES!), ["acme/models"], "defaults to the repositories passed in (strata:github.repositories)");
 });
 
 test("the housekeeping Lambda cannot launch, pass roles or read the webhook secret", async () => {
     const policy = policyOf(await mocks.findCreatedResource("aws:iam/rolePolicy:RolePolicy", "a-housekeeping"));
     const actions = policy.Statement.flatMap((s: any) => [s.Action].flat());
-    for (const forbidden of ["ec2:RunInstances", "iam:PassRole", "ec2:CreateTags", "ssm:PutParameter"]) {
+    for (const forbidden of ["ec2:RunInstances", "iam:PassRole", "ec2:CreateTags", "ssm:GetParameter"]) {
         assert.ok(!actions.includes(forbidden), forbidden);
     }
+    const jitWrites = policy.Statement.filter((s: any) => [s.Resource].flat().some((r: string) => r.includes("/strata/test/jit")) && [s.Action].flat().includes("ssm:PutParameter"));
+    assert.deepEqual(jitWrites, [], "housekeeping writes only state documents, never JIT configs");
     const secrets = policy.Statement.find((s: any) => s.Action === "secretsmanager:GetSecretValue");
     assert.deepEqual(secrets.Resource, [`arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:a-github-app-AbCdEf`]);
 });
@@ -330,13 +387,15 @@ test("STRATA_POOLS carries each pool's cap, Spot choice, template and subnets", 
 });
 
 test("both Lambdas get the scaler environment; the repo variable only when configured", async () => {
-    for (const name of ["a-webhook", "a-housekeeping"]) {
+    for (const name of ["a-webhook", "a-scaleup", "a-interruption", "a-housekeeping"]) {
         const env = await envOf(name);
         assert.match(env.STRATA_WEBHOOK_SECRET_ARN!, /^arn:aws:secretsmanager:.*a-webhook-secret/);
         assert.match(env.STRATA_GITHUB_APP_SECRET_ARN!, /^arn:aws:secretsmanager:.*a-github-app/);
         assert.equal(env.STRATA_GITHUB_API_URL, "https://api.github.com");
         assert.equal(env.STRATA_RUNNER_OWNER, "acme");
-        assert.equal(env.STRATA_RUNNER_GROUP_ID, "7");
+        assert.equal(env.STRATA_RUNNER_GROUP_ID, "42");
+        assert.equal(env.STRATA_STATE_PREFIX, "/strata/test/state/");
+        assert.equal(env.STRATA_SPOT_BREAKER_FAILURES, "3");
         assert.equal(env.STRATA_PARAM_PREFIX, "/strata/test/jit/");
         assert.equal(env.STRATA_TAG_KEY, "strata:pool");
         assert.equal(env.STRATA_INSTANCE_ARN_TAG_KEY, INSTANCE_ARN_TAG_KEY);
@@ -344,23 +403,23 @@ test("both Lambdas get the scaler environment; the repo variable only when confi
     }
     const envB = await envOf("b-webhook");
     assert.equal(envB.STRATA_RUNNER_REPO, "models", "the scaler takes the name without the owner");
-    assert.equal(envB.STRATA_RUNNER_GROUP_ID, "1", "the Default runner group");
+    assert.equal(envB.STRATA_RUNNER_GROUP_ID, "1", "repository runners: the id the JIT API wants");
 });
 
 test("Lambdas: Node 20 on arm64, 256 MiB, bundled by the injected bundler; webhook behind a public function URL", async () => {
     const fns = await all("aws:lambda/function:Function");
-    assert.equal(fns.length, 4);
+    assert.equal(fns.length, 8);
     for (const fn of fns) {
         assert.equal(fn.inputs.runtime, "nodejs22.x");
         assert.deepEqual(fn.inputs.architectures, ["arm64"]);
         assert.equal(fn.inputs.memorySize, 256);
         assert.equal(fn.inputs.handler, "index.handler");
-        assert.equal(fn.inputs.reservedConcurrentExecutions, undefined, "the runner cap lives in the scaler");
-        assert.match(fn.inputs.loggingConfig.logGroup, /^\/strata\/test\/fleet\/(webhook|housekeeping)$/);
+        assert.equal(fn.inputs.reservedConcurrentExecutions, /scaleup/.test(fn.name) ? 1 : undefined, "only the launcher is serialised");
+        assert.match(fn.inputs.loggingConfig.logGroup, /^\/strata\/test\/fleet\/(webhook|scaleup|interruption|housekeeping)$/);
     }
     assert.equal((await mocks.findCreatedResource("aws:lambda/function:Function", "a-webhook")).inputs.timeout, 30);
     assert.ok(bundled.some((e) => e.endsWith("/scaler/webhook.ts")));
-    assert.ok(bundled.some((e) => e.endsWith("/scaler/housekeeping.ts")));
+    for (const entry of ["housekeeping", "scaleup", "interruption"]) assert.ok(bundled.some((e) => e.endsWith(`/scaler/${entry}.ts`)));
     const url = await mocks.findCreatedResource("aws:lambda/functionUrl:FunctionUrl", "a-webhook");
     assert.equal(url.inputs.authorizationType, "NONE");
     assert.equal(url.inputs.functionName, "a-webhook");
@@ -420,6 +479,7 @@ test("every taggable resource carries strata:stack", async () => {
         "aws:ec2/eip:Eip", "aws:ec2/routeTable:RouteTable", "aws:ec2/vpcEndpoint:VpcEndpoint", "aws:ec2/securityGroup:SecurityGroup",
         "aws:ec2/launchTemplate:LaunchTemplate", "aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile",
         "aws:cloudwatch/logGroup:LogGroup", "aws:secretsmanager/secret:Secret", "aws:lambda/function:Function", "aws:cloudwatch/eventRule:EventRule",
+        "aws:sqs/queue:Queue",
     ];
     await mocks.settled();
     const awsTypes = new Set(mocks.resources.filter((r) => r.type.startsWith("aws:")).map((r) => r.type));
@@ -427,7 +487,7 @@ test("every taggable resource carries strata:stack", async () => {
     // Types without a tags argument; a new resource type must be added to one of the two lists.
     assert.deepEqual(untagged, [
         "aws:cloudwatch/eventTarget:EventTarget", "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:iam/rolePolicy:RolePolicy",
-        "aws:lambda/functionUrl:FunctionUrl", "aws:lambda/permission:Permission", "aws:secretsmanager/secretVersion:SecretVersion",
+        "aws:lambda/eventSourceMapping:EventSourceMapping", "aws:lambda/functionUrl:FunctionUrl", "aws:lambda/permission:Permission", "aws:secretsmanager/secretVersion:SecretVersion",
     ]);
     for (const r of mocks.resources.filter((x) => taggable.includes(x.type))) {
         assert.equal(r.inputs.tags?.["strata:stack"], "test", `${r.type} ${r.name}`);
@@ -441,6 +501,8 @@ test("the Lambda environment parses with the scaler's own config parser", { skip
     assert.deepEqual(a.pools.map((p: any) => [p.name, p.maxRunners, p.spot]), [["gpu-base-builder", 3, true], ["gpu-big", 1, false]]);
     assert.equal(a.paramPrefix, "/strata/test/jit/");
     assert.equal(a.tagKey, "strata:pool");
+    assert.equal(a.pools[0].queueUrl, `https://sqs.${REGION}.amazonaws.com/${ACCOUNT}/strata-test-gpu-base-builder.fifo`);
+    assert.equal(a.runnerGroupId, 42);
     const b = parseConfig(await envOf("b-housekeeping"));
     assert.equal(b.repo, "models");
     assert.equal(b.runnerGroupId, 1);

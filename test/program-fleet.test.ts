@@ -64,3 +64,14 @@ test("the base references reach the repository as an Actions variable, from the 
   assert.equal(variable.inputs.repository, "models");
   assert.deepEqual(JSON.parse(variable.inputs.value as string), run.outputs.baseRefs);
 });
+
+test("the fleet serves strata:github.repositories through a runner group limited to the base-build workflow", () => {
+  const group = run.resources.find((r) => r.type === "github:index/actionsRunnerGroup:ActionsRunnerGroup")!;
+  assert.equal(group.inputs.visibility, "selected");
+  assert.equal(group.inputs.allowsPublicRepositories, false);
+  assert.equal(group.inputs.restrictedToWorkflows, true);
+  assert.deepEqual(group.inputs.selectedWorkflows, ["acme/models/.github/workflows/strata-build-bases.yml@refs/heads/main"]);
+  assert.equal((group.inputs.selectedRepositoryIds as number[]).length, 1);
+  const consumer = run.resources.find((r) => r.type === "aws:lambda/function:Function" && /scaleup/.test(r.name))!;
+  assert.match(JSON.stringify(consumer.inputs.environment), /STRATA_REPOSITORIES.*acme\/models/);
+});

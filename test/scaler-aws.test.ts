@@ -23,7 +23,9 @@ test("a JIT parameter is tagged with its instance's ARN, the condition the insta
 
 test("the ARN tag settings come from the environment the fleet component sets", () => {
   const env = {
-    STRATA_POOLS: JSON.stringify([{ name: "p", labels: ["self-hosted", "gpu"], launchTemplateId: "lt-1", instanceTypes: ["g6.4xlarge"], subnetIds: ["subnet-1"], maxRunners: 2, maxRuntimeMinutes: 60, spot: true }]),
+    STRATA_POOLS: JSON.stringify([{ name: "p", labels: ["self-hosted", "gpu"], launchTemplateId: "lt-1", instanceTypes: ["g6.4xlarge"], subnetIds: ["subnet-1"], maxRunners: 2, maxRuntimeMinutes: 60, spot: true, queueUrl: "https://sqs.us-east-1.amazonaws.com/123456789012/p.fifo" }]),
+    STRATA_REPOSITORIES: '["acme/app"]',
+    STRATA_STATE_PREFIX: "/strata/dev/state/",
     STRATA_WEBHOOK_SECRET_ARN: "arn:aws:secretsmanager:us-east-1:123456789012:secret:w",
     STRATA_GITHUB_APP_SECRET_ARN: "arn:aws:secretsmanager:us-east-1:123456789012:secret:a",
     STRATA_RUNNER_OWNER: "acme",

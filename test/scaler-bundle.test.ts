@@ -5,12 +5,12 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, it } from "node:test";
 import { bundleEntry } from "../bench/scaler.ts";
-import { delivery } from "../scaler/testing/events.ts";
+import { delivery } from "./support/events.ts";
 
 // The deploying component bundles the entries with esbuild (node20, esm, minified, AWS SDK
 // included). The bundle must load on its own and answer, not just compile.
 describe("esbuild bundles of the Lambda entries", () => {
-  for (const entry of ["webhook", "housekeeping"] as const) {
+  for (const entry of ["webhook", "scaleup", "interruption", "housekeeping"] as const) {
     it(`${entry}: bundles, loads from outside the repo and exports handler`, async () => {
       const { code, bytes } = await bundleEntry(entry);
       assert.ok(bytes > 10_000);

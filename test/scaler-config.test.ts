@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, parseAppSecret, parseConfig } from "../scaler/config.ts";
-import { excessInstances, matchPool, placements, planHousekeeping, runnerLabels, TAGS } from "../scaler/logic.ts";
-import type { RunnerInstance } from "../scaler/ports.ts";
-import { testPool } from "../scaler/testing/events.ts";
+import { backoffSeconds, jobsToReconcile, matchPool, placements, planHousekeeping, runnerLabels, serveDecision, spotAllowed, spotBreakerOpenUntil, TAGS, type JobLedgerEntry } from "../scaler/logic.ts";
+import type { GitHubJob, RunnerInstance } from "../scaler/ports.ts";
+import { testPool } from "./support/events.ts";
 
 const ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata-x-AbCdEf";
 const goodEnv = {
@@ -12,6 +12,8 @@ const goodEnv = {
   STRATA_GITHUB_APP_SECRET_ARN: ARN,
   STRATA_RUNNER_OWNER: "acme",
   STRATA_PARAM_PREFIX: "/strata/dev/jit/",
+  STRATA_STATE_PREFIX: "/strata/dev/state/",
+  STRATA_REPOSITORIES: JSON.stringify(["acme/App", "acme/models"]),
   PATH: "/usr/bin",
 };
 
@@ -23,6 +25,10 @@ describe("parseConfig", () => {
     assert.equal(c.tagKey, "strata:pool");
     assert.equal(c.repo, undefined);
     assert.equal(c.pools[0]!.name, "gpu");
+    assert.deepEqual(c.repositories, ["acme/app", "acme/models"]);
+    assert.deepEqual(c.breaker, { failures: 3, windowMinutes: 30, onDemandMinutes: 60 });
+    assert.throws(() => parseConfig({ ...goodEnv, STRATA_REPOSITORIES: "[]" }), /STRATA_REPOSITORIES: must list at least one repository/);
+    assert.throws(() => parseConfig({ ...goodEnv, STRATA_REPOSITORIES: '["acme"]' }), /STRATA_REPOSITORIES\[0\]: must be "owner\/name"/);
     const c2 = parseConfig({ ...goodEnv, STRATA_RUNNER_REPO: "app", STRATA_RUNNER_GROUP_ID: "3", STRATA_GITHUB_API_URL: "https://ghe.example.com/api/v3/", STRATA_TAG_KEY: "" });
     assert.equal(c2.repo, "app");
     assert.equal(c2.runnerGroupId, 3);
@@ -61,17 +67,17 @@ describe("parseConfig", () => {
 });
 
 describe("matchPool / runnerLabels", () => {
-  const gpu = testPool();
-  const cpu = testPool({ name: "cpu", labels: ["linux", "x64"] });
-  it("needs self-hosted and every job label in the pool, case-insensitively; first pool wins", () => {
-    assert.equal(matchPool([gpu, cpu], ["self-hosted", "GPU"])?.name, "gpu");
-    assert.equal(matchPool([gpu, cpu], ["SELF-HOSTED", "linux"])?.name, "gpu");
-    assert.equal(matchPool([cpu, gpu], ["self-hosted", "linux"])?.name, "cpu");
-    assert.equal(matchPool([cpu, gpu], ["self-hosted", "linux", "gpu"])?.name, "gpu");
-    assert.equal(matchPool([gpu, cpu], ["linux", "gpu"]), undefined);
-    assert.equal(matchPool([gpu, cpu], ["self-hosted", "arm64"]), undefined);
+  const gpu = testPool({ labels: ["self-hosted", "linux", "x64", "gpu", "strata-base-builder"] });
+  const cpu = testPool({ name: "cpu", labels: ["self-hosted", "linux", "x64"] });
+  it("every job label is the pool's and every custom pool label is the job's, case-insensitively; first pool wins", () => {
+    assert.equal(matchPool([gpu, cpu], ["self-hosted", "gpu", "strata-base-builder"])?.name, "gpu");
+    assert.equal(matchPool([gpu, cpu], ["SELF-HOSTED", "Linux", "X64", "GPU", "Strata-Base-Builder"])?.name, "gpu");
+    assert.equal(matchPool([gpu, cpu], ["self-hosted"])?.name, "cpu", "[self-hosted] alone never reaches the GPU pool");
+    assert.equal(matchPool([gpu], ["self-hosted"]), undefined);
+    assert.equal(matchPool([gpu], ["SELF-HOSTED", "GPU"]), undefined, "the distinguishing label strata-base-builder is missing");
+    assert.equal(matchPool([gpu], ["self-hosted", "gpu", "strata-base-builder", "arm64"]), undefined, "a label the pool lacks");
     assert.equal(matchPool([gpu, cpu], []), undefined);
-    assert.equal(matchPool([cpu], ["self-hosted"])?.name, "cpu", "self-hosted is implicit in every pool");
+    assert.equal(matchPool([cpu], ["linux", "x64"])?.name, "cpu", "self-hosted is implicit in every pool");
   });
   it("registers runners with self-hosted first and no duplicates", () => {
     assert.deepEqual(runnerLabels(testPool({ labels: ["GPU", "Self-Hosted", "gpu"] })), ["self-hosted", "GPU"]);
@@ -88,22 +94,38 @@ describe("placements", () => {
   });
 });
 
-describe("excessInstances", () => {
-  const inst = (id: string, t: number, jobId?: string): RunnerInstance => ({ id, state: "pending", launchTime: t, ...(jobId ? { jobId } : {}) });
-  it("keeps the oldest maxRunners (ties broken by id) and one instance per job", () => {
-    const view = [inst("i-c", 2, "3"), inst("i-a", 1, "1"), inst("i-b", 2, "2"), inst("i-d", 2, "1"), inst("i-e", 3, "4")];
-    assert.deepEqual(
-      excessInstances(view, 3).map((i) => i.id),
-      ["i-d", "i-e"],
-    );
-    assert.deepEqual(excessInstances(view, 0).length, 5);
-    assert.deepEqual(excessInstances([], 3), []);
+describe("scale-up decisions", () => {
+  const B = { failures: 3, windowMinutes: 30, onDemandMinutes: 60 };
+  const M = 60_000;
+  it("the spot breaker opens at N failures within M minutes and closes T minutes after the last", () => {
+    assert.equal(spotBreakerOpenUntil([0, 10 * M], B), undefined);
+    assert.equal(spotBreakerOpenUntil([0, 31 * M, 62 * M], B), undefined, "spread wider than the window");
+    assert.equal(spotBreakerOpenUntil([0, 10 * M, 20 * M], B), 80 * M);
+    assert.equal(spotBreakerOpenUntil([20 * M, 0, 10 * M, 25 * M], B), 85 * M, "order does not matter; a later failure extends it");
+    assert.equal(spotAllowed([0, 10 * M, 20 * M], B, 79 * M), false);
+    assert.equal(spotAllowed([0, 10 * M, 20 * M], B, 80 * M), true);
   });
-  it("gives the same verdict for every observer that sees the same instances", () => {
-    const view = Array.from({ length: 12 }, (_, k) => inst(`i-${(k * 7919) % 97}`, 1000 * (k % 3)));
-    const a = excessInstances(view, 5).map((i) => i.id).sort();
-    const b = excessInstances([...view].reverse(), 5).map((i) => i.id).sort();
-    assert.deepEqual(a, b);
+  it("launches only for a job GitHub reports queued; drops finished, running and over-24 h jobs; retries when unsure", () => {
+    const job = (status: string, conclusion: string | null = null): GitHubJob => ({ id: 1, status, conclusion, labels: [], runnerName: null, runId: 1, runAttempt: 1, name: "b", createdAt: 0 });
+    assert.deepEqual(serveDecision(job("queued"), 0, 1000, false), { kind: "launch" });
+    assert.equal(serveDecision(job("completed", "cancelled"), 0, 1000, false).kind, "drop");
+    assert.equal(serveDecision(job("in_progress"), 0, 1000, false).kind, "drop");
+    assert.equal(serveDecision(job("queued"), 0, 1000, true).kind, "drop");
+    assert.equal(serveDecision(job("queued"), 0, 24 * 60 * M + 1, false).kind, "drop");
+    assert.equal(serveDecision(undefined, 0, 1000, false).kind, "retry");
+    assert.equal(serveDecision(job("waiting"), 0, 1000, false).kind, "retry");
+    assert.deepEqual([1, 2, 3, 4, 5, 9].map(backoffSeconds), [30, 60, 120, 240, 300, 300]);
+  });
+  it("reconciliation enqueues queued jobs the queue does not hold, or whose instance died", () => {
+    const pools = [testPool({ labels: ["self-hosted", "gpu", "strata-base-builder"] })];
+    const j = (id: number, labels = ["self-hosted", "gpu", "strata-base-builder"], createdAt = 0): { repository: string; job: GitHubJob } => ({ repository: "acme/app", job: { id, status: "queued", conclusion: null, labels, runnerName: null, runId: id, runAttempt: 1, name: "b", createdAt } });
+    const ledger = new Map<number, JobLedgerEntry>([
+      [2, { state: "queued", at: 0 }],
+      [3, { state: "launched", at: 0, instanceId: "i-alive" }],
+      [4, { state: "launched", at: 0, instanceId: "i-dead" }],
+    ]);
+    const got = jobsToReconcile([j(1), j(2), j(3), j(4), j(5, ["self-hosted"]), j(6, undefined, 9 * M)], pools, ledger, new Set(["i-alive"]), 10 * M);
+    assert.deepEqual(got.map((g) => g.job.id), [1, 4], "5 fits no pool; 6 is younger than the grace period");
   });
 });
 

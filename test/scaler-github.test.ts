@@ -1,17 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { createWebhookHandler } from "../scaler/core.ts";
 import { createGitHubClient, GitHubApiError, retryDelay, type RetryPolicy } from "../scaler/github.ts";
-import { silentLogger } from "../scaler/ports.ts";
-import { delivery, jobPayload, testConfig } from "../scaler/testing/events.ts";
-import { FakeEc2, FakeParams } from "../scaler/testing/fakes.ts";
-import { FakeGitHubServer, generateAppKey } from "../scaler/testing/github-server.ts";
+import { FakeGitHubServer, generateAppKey } from "./support/github-server.ts";
 
 const APP_ID = 123456;
 const INSTALLATION_ID = 987654;
 const key = generateAppKey();
-const SECRET = "webhook-secret";
-const GPU = ["self-hosted", "linux", "x64", "gpu"];
 
 function fastRetry(delays: number[], over: Partial<RetryPolicy> = {}): Partial<RetryPolicy> {
   return { sleep: async (ms) => void delays.push(ms), random: () => 0.5, ...over };
@@ -155,59 +149,32 @@ describe("GitHub client, repository scope", () => {
   });
 });
 
-describe("webhook end-to-end with the loopback GitHub", () => {
+describe("GitHub client: jobs, re-runs and narrowed tokens", () => {
   const server = new FakeGitHubServer({ appId: APP_ID, installationId: INSTALLATION_ID, publicKey: key.publicKey, scope: "orgs/acme" });
   before(async () => void (await server.start()));
   after(async () => server.close());
+  const gh = () => createGitHubClient({ apiUrl: server.url, owner: "acme", app: { appId: APP_ID, installationId: INSTALLATION_ID, privateKey: key.privateKeyPem }, retry: fastRetry([]) });
 
-  function wire(delays: number[]) {
-    const config = testConfig({ githubApiUrl: server.url });
-    const ec2 = new FakeEc2(config.tagKey);
-    const params = new FakeParams();
-    const gh = createGitHubClient({ apiUrl: server.url, owner: "acme", app: { appId: APP_ID, installationId: INSTALLATION_ID, privateKey: key.privateKeyPem }, retry: fastRetry(delays) });
-    const handle = createWebhookHandler({ config, ec2, params, github: async () => gh, webhookSecret: async () => SECRET, log: silentLogger, sleep: async () => {} });
-    return { ec2, params, handle };
-  }
-
-  it("a rate-limit answer followed by success still provisions the runner (201)", async () => {
-    const delays: number[] = [];
-    const t = wire(delays);
-    server.script("jit", { status: 429, headers: { "retry-after": "1" } });
-    const r = await t.handle(delivery(SECRET, jobPayload("queued", 77, GPU)));
-    assert.equal(r.statusCode, 201, r.body);
-    const { instanceId, runnerName } = JSON.parse(r.body) as { instanceId: string; runnerName: string };
-    assert.deepEqual(delays, [1000]);
-    const runner = [...server.runners.values()].find((x) => x.name === runnerName);
-    assert.ok(runner, "runner registered at GitHub");
-    assert.deepEqual(runner.labels, ["self-hosted", "linux", "x64", "gpu"]);
-    assert.ok(t.params.store.has(`/strata/test/jit/${instanceId}`));
+  it("reads a job's status with an actions:read token for that repository only", async () => {
+    server.addJob("acme/models", { id: 42, labels: ["self-hosted", "gpu"], run_id: 9, name: "base", created_at: "2026-01-01T00:00:00Z" });
+    const job = await gh().getJob("acme/models", 42);
+    assert.deepEqual({ ...job }, { id: 42, status: "queued", conclusion: null, labels: ["self-hosted", "gpu"], runnerName: null, runId: 9, runAttempt: 1, name: "base", createdAt: Date.parse("2026-01-01T00:00:00Z") });
+    assert.deepEqual(server.tokenRequests.at(-1), { permissions: { actions: "read" }, repositories: ["models"] });
+    await assert.rejects(gh().getJob("acme/other", 42), (e: unknown) => e instanceof GitHubApiError && e.status === 404);
+    await assert.rejects(gh().getJob("evil/models", 42), /not one of acme's/);
   });
 
-  it("persistent 5xx: answers 500 after bounded retries and leaves no instance, parameter or runner", async () => {
-    const delays: number[] = [];
-    const t = wire(delays);
-    const runnersBefore = server.runners.size;
-    server.scriptForever("jit", { status: 502 });
-    try {
-      const r = await t.handle(delivery(SECRET, jobPayload("queued", 78, GPU)));
-      assert.equal(r.statusCode, 500);
-      assert.equal(delays.length, 3);
-      assert.equal(t.ec2.active().length, 0);
-      assert.equal(t.params.store.size, 0);
-      assert.equal(server.runners.size, runnersBefore);
-    } finally {
-      server.clearScripts();
-    }
-  });
-
-  it("completed before boot: deletes the runner at GitHub too", async () => {
-    const t = wire([]);
-    const r = await t.handle(delivery(SECRET, jobPayload("queued", 79, GPU)));
-    const { runnerName } = JSON.parse(r.body) as { runnerName: string };
-    assert.ok([...server.runners.values()].some((x) => x.name === runnerName));
-    const c = await t.handle(delivery(SECRET, jobPayload("completed", 79, GPU)));
-    assert.equal(JSON.parse(c.body).result, "cleaned");
-    assert.ok(![...server.runners.values()].some((x) => x.name === runnerName));
+  it("re-runs a completed job with actions:write (a new attempt, new job id) and lists queued jobs of the latest attempts", async () => {
+    server.addJob("acme/models", { id: 43, labels: ["self-hosted"], run_id: 10, name: "build", status: "completed", conclusion: "failure" });
+    await gh().rerunJob("acme/models", 43);
+    assert.deepEqual(server.tokenRequests.at(-1), { permissions: { actions: "write" }, repositories: ["models"] });
+    assert.deepEqual(server.reruns, [43]);
+    const queued = await gh().listQueuedJobs("acme/models");
+    const rerun = queued.find((j) => j.runId === 10)!;
+    assert.equal(rerun.runAttempt, 2);
+    assert.notEqual(rerun.id, 43);
+    assert.ok(queued.some((j) => j.id === 42));
+    await assert.rejects(gh().rerunJob("acme/models", 42), (e: unknown) => e instanceof GitHubApiError && e.status === 403, "a queued job cannot be re-run");
   });
 });
 

@@ -4,9 +4,9 @@ import { runHousekeeping } from "../scaler/core.ts";
 import { createGitHubClient } from "../scaler/github.ts";
 import { TAGS } from "../scaler/logic.ts";
 import { silentLogger } from "../scaler/ports.ts";
-import { testConfig, testPool } from "../scaler/testing/events.ts";
-import { FakeEc2, FakeGitHub, FakeParams } from "../scaler/testing/fakes.ts";
-import { FakeGitHubServer, generateAppKey } from "../scaler/testing/github-server.ts";
+import { testConfig, testPool } from "./support/events.ts";
+import { FakeEc2, FakeGitHub, FakeParams, FakeQueue, FakeState } from "./support/fakes.ts";
+import { FakeGitHubServer, generateAppKey } from "./support/github-server.ts";
 
 const MIN = 60_000;
 const NOW = 1_900_000_000_000;
@@ -43,7 +43,7 @@ describe("housekeeping with fakes", () => {
     add("strata-gpu-4-aaaaaa", "offline", false);
     const orphan = add("strata-gpu-77-bbbbbb", "offline", false);
     const foreign = add("build-box-1", "offline", false);
-    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, github: async () => gh, log: silentLogger, now: () => NOW });
+    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, state: new FakeState(), queue: new FakeQueue(), github: async () => gh, log: silentLogger, now: () => NOW });
     assert.deepEqual(report.errors, []);
     assert.deepEqual(report.terminated.map((t) => `${t.id}:${t.reason}`).sort(), ["i-0000000000000001:max-runtime", "i-0000000000000002:never-registered"]);
     assert.equal(f.ec2.instances.get(f.overdue.id)!.state, "terminated");
@@ -60,9 +60,9 @@ describe("housekeeping with fakes", () => {
 
   it("keeps going when GitHub is down: runtime and parameter rules still apply, the error is reported", async () => {
     const f = fleet();
-    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, github: async () => Promise.reject(new Error("secret missing")), log: silentLogger, now: () => NOW });
+    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, state: new FakeState(), queue: new FakeQueue(), github: async () => Promise.reject(new Error("secret missing")), log: silentLogger, now: () => NOW });
     assert.equal(report.errors.length, 1);
-    assert.match(report.errors[0]!, /list runners/);
+    assert.match(report.errors[0]!, /github client: secret missing/);
     assert.deepEqual(report.terminated.map((t) => t.id), [f.overdue.id]);
     assert.equal(f.ec2.instances.get(f.stuck.id)!.state, "running", "without the runner list nobody is judged unregistered");
     assert.deepEqual([...f.params.store.keys()].sort(), [`${PREFIX}${f.stuck.id}`, `${PREFIX}${f.booting.id}`].sort());
@@ -71,7 +71,7 @@ describe("housekeeping with fakes", () => {
   it("does nothing when EC2 cannot be listed (no guessing)", async () => {
     const f = fleet();
     f.ec2.failures.list = new Error("UnauthorizedOperation");
-    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, github: async () => new FakeGitHub(), log: silentLogger, now: () => NOW });
+    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, state: new FakeState(), queue: new FakeQueue(), github: async () => new FakeGitHub(), log: silentLogger, now: () => NOW });
     assert.equal(report.errors.length, 1);
     assert.equal(f.params.store.size, 3);
     assert.equal(report.terminated.length, 0);
@@ -80,7 +80,7 @@ describe("housekeeping with fakes", () => {
   it("reports a failed terminate and still deletes parameters", async () => {
     const f = fleet();
     f.ec2.failures.terminate = new Error("RequestLimitExceeded");
-    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, github: async () => new FakeGitHub(), log: silentLogger, now: () => NOW });
+    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, state: new FakeState(), queue: new FakeQueue(), github: async () => new FakeGitHub(), log: silentLogger, now: () => NOW });
     assert.equal(report.terminated.length, 0);
     assert.match(report.errors.join(), /terminate/);
     assert.ok(report.deletedParams.includes(`${PREFIX}i-00000000000000aa`));
@@ -100,7 +100,7 @@ describe("housekeeping against the loopback GitHub", () => {
     const orphanId = server.addRunner("strata-gpu-99-cccccc", "offline");
     const busyOffline = server.addRunner("strata-gpu-98-dddddd", "offline", true);
     const gh = createGitHubClient({ apiUrl: server.url, owner: "acme", app: { appId: 1, installationId: 2, privateKey: key.privateKeyPem } });
-    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, github: async () => gh, log: silentLogger, now: () => NOW });
+    const report = await runHousekeeping({ config: f.config, ec2: f.ec2, params: f.params, state: new FakeState(), queue: new FakeQueue(), github: async () => gh, log: silentLogger, now: () => NOW });
     assert.deepEqual(report.errors, []);
     assert.ok(!server.runners.has(stuckId));
     assert.ok(!server.runners.has(orphanId));

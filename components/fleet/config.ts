@@ -64,6 +64,14 @@ const fleetSchema = z
         runnerOwner: z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$/, "must be a GitHub organization or user login").optional(),
         runnerRepo: z.string().regex(/^[A-Za-z0-9-]+\/[A-Za-z0-9._-]+$/, 'must be "owner/name"').optional(),
         runnerGroupId: z.number().int().min(1).optional(),
+        repositories: z.array(z.string().regex(/^[A-Za-z0-9-]+\/[A-Za-z0-9._-]+$/, 'must be "owner/name"')).min(1, "must list at least one repository").optional(),
+        spotBreaker: z
+            .strictObject({
+                failures: z.number().int().min(1).max(1000).default(3),
+                windowMinutes: z.number().int().min(1).max(1440).default(30),
+                onDemandMinutes: z.number().int().min(1).max(10080).default(60),
+            })
+            .prefault({}),
         githubApiUrl: z.url({ protocol: /^https$/ }).default("https://api.github.com"),
         pools: z.array(poolSchema).min(1, "must define at least one pool").prefault([{ name: DEFAULT_POOL_NAME }]),
         amiParameter: z.string().startsWith("/", "must be an SSM parameter name starting with '/'").default(DEFAULT_AMI_PARAMETER),
@@ -83,6 +91,14 @@ const fleetSchema = z
         }
         if (fleet.runnerRepo && fleet.runnerOwner && fleet.runnerRepo.split("/")[0]!.toLowerCase() !== fleet.runnerOwner.toLowerCase()) {
             ctx.addIssue({ code: "custom", path: ["runnerRepo"], message: `must belong to runnerOwner "${fleet.runnerOwner}"` });
+        }
+        if (fleet.runnerGroupId !== undefined) {
+            ctx.addIssue({ code: "custom", path: ["runnerGroupId"], message: "is no longer used: the fleet declares its own runner group (selected repositories, the base-build workflow only); remove the key" });
+        }
+        for (const [i, repo] of (fleet.repositories ?? []).entries()) {
+            if (fleet.runnerOwner && repo.split("/")[0]!.toLowerCase() !== fleet.runnerOwner.toLowerCase()) {
+                ctx.addIssue({ code: "custom", path: ["repositories", i], message: `must belong to runnerOwner "${fleet.runnerOwner}" (the GitHub App installation the scaler uses)` });
+            }
         }
         const names = new Map<string, number>();
         const labelSets = new Map<string, number>();

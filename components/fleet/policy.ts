@@ -209,13 +209,20 @@ export function instancePolicy(i: InstancePolicyInputs): PolicyDocument {
 /** Inputs of the scaler Lambdas' policies. */
 export interface ScalerPolicyInputs extends AwsScope {
     poolNames: string[];
+    /** JIT-config parameter prefix, `/strata/<stack>/jit/`. */
     paramPrefix: string;
+    /** Prefix of the scaler's state documents (ledger, breaker, interruptions, re-runs), `/strata/<stack>/state/`. */
+    statePrefix: string;
     logGroupArn: string;
     /** Secrets the function may read. */
     secretArns: string[];
+    /** ARNs of the pools' FIFO scale-up queues. */
+    queueArns: string[];
+    /** ARN of the queue that wakes the consumer. */
+    wakeQueueArn: string;
 }
 
-/** Extra inputs of the webhook Lambda (the only one that launches). */
+/** Extra inputs of the scale-up consumer (the only launcher). */
 export interface LaunchPolicyInputs extends ScalerPolicyInputs {
     launchTemplateIds: string[];
     subnetIds: string[];
@@ -227,12 +234,8 @@ export interface LaunchPolicyInputs extends ScalerPolicyInputs {
 }
 
 function describeStatement(): PolicyStatement {
-    return {
-        Sid: "DescribeFleet",
-        Effect: "Allow",
-        Action: ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeSpotInstanceRequests"],
-        Resource: "*",
-    };
+    // DescribeInstances has no resource-level permissions.
+    return { Sid: "DescribeFleet", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" };
 }
 
 function terminatePoolInstancesStatement(i: ScalerPolicyInputs): PolicyStatement {
@@ -255,8 +258,38 @@ function secretsStatement(i: ScalerPolicyInputs): PolicyStatement {
     return { Sid: "ReadScalerSecrets", Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: [...i.secretArns] };
 }
 
-/** Policy of the webhook Lambda: launch from the fleet's templates only, hand out JIT configs, reap pool instances. */
-export function webhookPolicy(i: LaunchPolicyInputs): PolicyDocument {
+function ssmPathArn(i: AwsScope, prefix: string): string {
+    return `arn:${i.partition}:ssm:${i.region}:${i.accountId}:parameter${prefix.replace(/\/$/, "")}`;
+}
+
+/** The state documents: `actions` on every parameter under the state prefix (and on the path itself for GetParametersByPath). */
+function stateStatement(i: ScalerPolicyInputs, sid: string, actions: string[]): PolicyStatement {
+    const byPath = actions.includes("ssm:GetParametersByPath");
+    return { Sid: sid, Effect: "Allow", Action: actions, Resource: [...(byPath ? [ssmPathArn(i, i.statePrefix)] : []), parameterArnPattern(i, i.statePrefix)] };
+}
+
+/**
+ * Policy of the webhook Lambda: enqueue into the pools' queues and wake the consumer; claim jobs in the
+ * ledger and read interruption records; on `completed`, take back a booting instance (delete its JIT
+ * parameter as the claim, terminate it). It cannot launch, pass a role or read any JIT config.
+ */
+export function webhookPolicy(i: ScalerPolicyInputs): PolicyDocument {
+    return {
+        Version: "2012-10-17",
+        Statement: [
+            { Sid: "EnqueueJobs", Effect: "Allow", Action: "sqs:SendMessage", Resource: [...i.queueArns, i.wakeQueueArn] },
+            stateStatement(i, "JobLedgerAndReruns", ["ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter"]),
+            { Sid: "ClaimJitConfigOfCancelledJob", Effect: "Allow", Action: "ssm:DeleteParameter", Resource: parameterArnPattern(i, i.paramPrefix) },
+            describeStatement(),
+            terminatePoolInstancesStatement(i),
+            secretsStatement(i),
+            lambdaLogsStatement(i),
+        ],
+    };
+}
+
+/** Policy of the scale-up consumer, the only launcher: launch from the fleet's templates only, hand out JIT configs, serve the queues. */
+export function scaleUpPolicy(i: LaunchPolicyInputs): PolicyDocument {
     const templateArns = i.launchTemplateIds.map((id) => launchTemplateArn(i, id));
     const created = ["instance/*", "volume/*", "network-interface/*", ...(i.spot ? ["spot-instances-request/*"] : [])].map((r) => ec2Arn(i, r));
     const statements: PolicyStatement[] = [
@@ -313,10 +346,25 @@ export function webhookPolicy(i: LaunchPolicyInputs): PolicyDocument {
             Condition: { StringEquals: { "iam:PassedToService": "ec2.amazonaws.com" } },
         },
         {
-            Sid: "ManageJitConfigs",
+            // Write-only on JIT configs: it creates them (tagged with the instance ARN), never reads or deletes one.
+            Sid: "WriteJitConfigs",
             Effect: "Allow",
-            Action: ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource", "ssm:GetParameter"],
+            Action: ["ssm:PutParameter", "ssm:AddTagsToResource"],
             Resource: parameterArnPattern(i, i.paramPrefix),
+        },
+        stateStatement(i, "LedgerBreakerAndInterruptions", ["ssm:GetParameter", "ssm:PutParameter", "ssm:GetParametersByPath"]),
+        {
+            Sid: "ServePoolQueues",
+            Effect: "Allow",
+            Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+            Resource: [...i.queueArns],
+        },
+        {
+            // The wake queue's event source mapping polls as the function.
+            Sid: "WakeQueueEventSource",
+            Effect: "Allow",
+            Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+            Resource: i.wakeQueueArn,
         },
         secretsStatement(i),
         lambdaLogsStatement(i),
@@ -334,21 +382,30 @@ export function webhookPolicy(i: LaunchPolicyInputs): PolicyDocument {
     return { Version: "2012-10-17", Statement: statements };
 }
 
-/** Policy of the housekeeping Lambda: reap overdue or orphaned pool instances and stale JIT configs. */
+/** Policy of the interruption handler: look the instance up, record the interruption, remove the idle runner (GitHub). */
+export function interruptionPolicy(i: ScalerPolicyInputs): PolicyDocument {
+    return {
+        Version: "2012-10-17",
+        Statement: [describeStatement(), stateStatement(i, "RecordInterruptions", ["ssm:PutParameter"]), secretsStatement(i), lambdaLogsStatement(i)],
+    };
+}
+
+/** Policy of the housekeeping Lambda: reap overdue or orphaned pool instances and stale JIT configs, reconcile missed jobs, prune state. */
 export function housekeepingPolicy(i: ScalerPolicyInputs): PolicyDocument {
-    const pathArn = `arn:${i.partition}:ssm:${i.region}:${i.accountId}:parameter${i.paramPrefix.replace(/\/$/, "")}`;
     return {
         Version: "2012-10-17",
         Statement: [
             describeStatement(),
             terminatePoolInstancesStatement(i),
             {
+                // Lists (without decryption) and deletes; never reads a JIT config's value.
                 Sid: "ReapJitConfigs",
                 Effect: "Allow",
-                Action: ["ssm:GetParametersByPath", "ssm:GetParameter", "ssm:DeleteParameter"],
-                Resource: [pathArn, parameterArnPattern(i, i.paramPrefix)],
+                Action: ["ssm:GetParametersByPath", "ssm:DeleteParameter"],
+                Resource: [ssmPathArn(i, i.paramPrefix), parameterArnPattern(i, i.paramPrefix)],
             },
-            { Sid: "ListParameters", Effect: "Allow", Action: "ssm:DescribeParameters", Resource: "*" },
+            stateStatement(i, "ReconcileAndPruneState", ["ssm:GetParametersByPath", "ssm:PutParameter", "ssm:DeleteParameter"]),
+            { Sid: "EnqueueMissedJobs", Effect: "Allow", Action: "sqs:SendMessage", Resource: [...i.queueArns] },
             secretsStatement(i),
             lambdaLogsStatement(i),
         ],

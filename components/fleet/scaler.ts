@@ -20,6 +20,8 @@ export interface ScalerFunctionArgs {
     logGroupName: pulumi.Input<string>;
     /** Log retention in days. Default: `30`. */
     logRetentionDays?: number;
+    /** Reserved concurrency; `1` serialises the function. Default: unreserved. */
+    reservedConcurrency?: number;
     /** Timeout in seconds. Default: `30`. */
     timeout?: number;
     /** Memory in MiB. Default: `256`. */
@@ -60,6 +62,7 @@ export class ScalerFunction extends pulumi.ComponentResource {
             role: this.role.arn,
             memorySize: args.memorySize ?? 256,
             timeout: args.timeout ?? 30,
+            ...(args.reservedConcurrency !== undefined ? { reservedConcurrentExecutions: args.reservedConcurrency } : {}),
             environment: { variables: args.environment },
             loggingConfig: { logFormat: "JSON", logGroup: this.logGroup.name },
             tags,

@@ -1,14 +1,16 @@
 /**
- * In-memory fakes of the ports, for tests and the bench. Not bundled into the Lambdas.
+ * In-memory fakes of the ports, for decision tests and the bench's simulation (AWS itself is
+ * tested against moto_server). Not bundled into the Lambdas.
  * Every call yields to the event loop for a random short while (seeded), so concurrent
  * handler calls really interleave; state changes are atomic per call, like AWS.
  */
 import { randomBytes } from "node:crypto";
-import { TAGS } from "../logic.ts";
+import { TAGS } from "../../scaler/logic.ts";
 import {
   ACTIVE_STATES,
   LaunchError,
   type Ec2Port,
+  type GitHubJob,
   type GitHubPort,
   type GitHubRunner,
   type InstanceQuery,
@@ -18,8 +20,12 @@ import {
   type LaunchRequest,
   type ParamInfo,
   type ParamPort,
+  type QueuedJob,
+  type QueueMessage,
+  type QueuePort,
   type RunnerInstance,
-} from "../ports.ts";
+  type StatePort,
+} from "../../scaler/ports.ts";
 
 /** Small deterministic PRNG (mulberry32). */
 export function seeded(seed: number): () => number {
@@ -34,12 +40,13 @@ export function seeded(seed: number): () => number {
 }
 
 export interface FakeTiming {
-  /** Max random delay per call in ms (0 = just a macrotask yield). */
+  /** Max random delay per call in ms (0 = just a macrotask yield; negative = a microtask only, for simulated clocks). */
   jitterMs: number;
   random: () => number;
 }
 
 async function yieldFor(t: FakeTiming): Promise<void> {
+  if (t.jitterMs < 0) return Promise.resolve();
   const ms = t.jitterMs > 0 ? Math.floor(t.random() * t.jitterMs) : 0;
   await new Promise((r) => setTimeout(r, ms));
 }
@@ -131,6 +138,7 @@ export class FakeEc2 implements Ec2Port {
           i.tags[this.tagKey] !== undefined &&
           states.includes(i.state) &&
           (q.pool === undefined || i.tags[this.tagKey] === q.pool) &&
+          (q.instanceIds === undefined || q.instanceIds.includes(i.id)) &&
           (q.jobId === undefined || i.tags[TAGS.jobId] === q.jobId) &&
           (q.delivery === undefined || i.tags[TAGS.delivery] === q.delivery),
       )
@@ -211,15 +219,56 @@ export class FakeParams implements ParamPort {
   }
 }
 
-/** In-memory GitHub for decision tests (the HTTP side is tested against testing/github-server.ts). */
+/** In-memory GitHub for decision tests and the bench (the HTTP side is tested against github-server.ts). */
 export class FakeGitHub implements GitHubPort {
   readonly runners = new Map<number, GitHubRunner & { labels: string[] }>();
   readonly jitRequests: JitRequest[] = [];
-  failures: Partial<Record<"jit" | "list" | "delete", Error>> = {};
+  /** Jobs by id, with their repository. */
+  readonly jobs = new Map<number, GitHubJob & { repository: string }>();
+  readonly reruns: number[] = [];
+  failures: Partial<Record<"jit" | "list" | "delete" | "job" | "rerun" | "queued", Error>> = {};
+  /** Called before every call; throw from it to inject faults (the bench's 5xx/429). */
+  beforeCall: (what: string) => void = () => {};
+  /** Called after a re-run created the new attempt (the bench delivers its `queued` webhook). */
+  onRerun: (job: GitHubJob & { repository: string }) => void = () => {};
   private nextId = 1;
+  private nextJobId = 1_000_000;
+
+  addJob(repository: string, job: Partial<GitHubJob> & { id: number; labels: string[] }): GitHubJob & { repository: string } {
+    const full = { status: "queued", conclusion: null, runnerName: null, runId: job.id, runAttempt: 1, name: "build", createdAt: Date.now(), ...job, repository };
+    this.jobs.set(full.id, full);
+    return full;
+  }
+
+  async getJob(repository: string, jobId: number): Promise<GitHubJob> {
+    this.beforeCall("job");
+    if (this.failures.job) throw this.failures.job;
+    const j = this.jobs.get(jobId);
+    if (!j || j.repository !== repository) throw Object.assign(new Error("Not Found"), { status: 404 });
+    const { repository: _r, ...job } = j;
+    return { ...job };
+  }
+
+  async rerunJob(repository: string, jobId: number): Promise<void> {
+    this.beforeCall("rerun");
+    if (this.failures.rerun) throw this.failures.rerun;
+    const j = this.jobs.get(jobId);
+    if (!j || j.repository !== repository) throw Object.assign(new Error("Not Found"), { status: 404 });
+    if (j.status !== "completed") throw Object.assign(new Error("job is not completed"), { status: 403 });
+    this.reruns.push(jobId);
+    const next = this.addJob(repository, { id: this.nextJobId++, labels: j.labels, runId: j.runId, runAttempt: j.runAttempt + 1, name: j.name, createdAt: j.createdAt });
+    this.onRerun(next);
+  }
+
+  async listQueuedJobs(repository: string): Promise<GitHubJob[]> {
+    this.beforeCall("queued");
+    if (this.failures.queued) throw this.failures.queued;
+    return [...this.jobs.values()].filter((j) => j.repository === repository && j.status === "queued").map(({ repository: _r, ...j }) => ({ ...j }));
+  }
 
   async generateJitConfig(req: JitRequest): Promise<JitRunner> {
-    await new Promise((r) => setTimeout(r, 0));
+    await Promise.resolve();
+    this.beforeCall("jit");
     this.jitRequests.push(req);
     if (this.failures.jit) throw this.failures.jit;
     const id = this.nextId++;
@@ -235,5 +284,99 @@ export class FakeGitHub implements GitHubPort {
   async deleteRunner(id: number): Promise<void> {
     if (this.failures.delete) throw this.failures.delete;
     this.runners.delete(id);
+  }
+}
+
+/** SSM-like state documents in memory. */
+export class FakeState implements StatePort {
+  readonly docs = new Map<string, string>();
+  async create(name: string, value: string): Promise<boolean> {
+    if (this.docs.has(name)) return false;
+    this.docs.set(name, value);
+    return true;
+  }
+  async put(name: string, value: string): Promise<void> {
+    this.docs.set(name, value);
+  }
+  async get(name: string): Promise<string | undefined> {
+    return this.docs.get(name);
+  }
+  async list(prefix: string): Promise<{ name: string; value: string }[]> {
+    return [...this.docs].filter(([n]) => n.startsWith(prefix)).map(([name, value]) => ({ name, value }));
+  }
+  async delete(name: string): Promise<boolean> {
+    return this.docs.delete(name);
+  }
+}
+
+interface FakeMessage {
+  id: number;
+  job: QueuedJob;
+  visibleAt: number;
+  receiveCount: number;
+  inFlight: boolean;
+}
+
+/**
+ * SQS FIFO semantics in memory, on an injected clock: one message group per queue (the pool),
+ * deduplication by id for 5 minutes, and no message is returned while an earlier one of its group
+ * is in flight.
+ */
+export class FakeQueue implements QueuePort {
+  private readonly queues = new Map<string, FakeMessage[]>();
+  private readonly dedup = new Map<string, number>();
+  private nextId = 1;
+  sent = 0;
+  deduplicated = 0;
+
+  constructor(readonly now: () => number = Date.now) {}
+
+  messages(queueUrl: string): readonly FakeMessage[] {
+    return this.queues.get(queueUrl) ?? [];
+  }
+
+  async send(queueUrl: string, job: QueuedJob, dedupId = String(job.jobId)): Promise<void> {
+    const key = `${queueUrl} ${dedupId}`;
+    const t = this.dedup.get(key);
+    if (t !== undefined && this.now() - t < 5 * 60_000) {
+      this.deduplicated++;
+      return;
+    }
+    this.dedup.set(key, this.now());
+    this.sent++;
+    const q = this.queues.get(queueUrl) ?? [];
+    q.push({ id: this.nextId++, job: structuredClone(job), visibleAt: 0, receiveCount: 0, inFlight: false });
+    this.queues.set(queueUrl, q);
+  }
+
+  async receive(queueUrl: string, max: number, visibilitySeconds: number): Promise<QueueMessage[]> {
+    const q = this.queues.get(queueUrl) ?? [];
+    const out: QueueMessage[] = [];
+    for (const m of q) {
+      if (out.length >= max) break;
+      if (m.inFlight && this.now() < m.visibleAt) break; // FIFO: the group waits behind an in-flight message
+      m.inFlight = true;
+      m.visibleAt = this.now() + visibilitySeconds * 1000;
+      m.receiveCount++;
+      out.push({ job: structuredClone(m.job), receipt: String(m.id), receiveCount: m.receiveCount });
+    }
+    return out;
+  }
+
+  async delete(queueUrl: string, receipt: string): Promise<void> {
+    const q = this.queues.get(queueUrl) ?? [];
+    this.queues.set(queueUrl, q.filter((m) => String(m.id) !== receipt));
+  }
+
+  async retryLater(queueUrl: string, receipt: string, seconds: number): Promise<void> {
+    const m = (this.queues.get(queueUrl) ?? []).find((x) => String(x.id) === receipt);
+    if (m) m.visibleAt = this.now() + seconds * 1000;
+  }
+
+  /** When the earliest hidden message becomes visible again (the bench schedules a wake-up then). */
+  nextVisibleAt(): number | undefined {
+    let t: number | undefined;
+    for (const q of this.queues.values()) for (const m of q) if (m.inFlight && (t === undefined || m.visibleAt < t)) t = m.visibleAt;
+    return t;
   }
 }

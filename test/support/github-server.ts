@@ -5,13 +5,36 @@
  *   POST   /repos/{owner}/{repo}/actions/runners/generate-jitconfig
  *   GET    /orgs/{org}/actions/runners | /repos/{owner}/{repo}/actions/runners
  *   DELETE /orgs/{org}/actions/runners/{id} | /repos/{owner}/{repo}/actions/runners/{id}
- * Scripted faults per route let tests replay rate limits and outages.
+ *   GET    /repos/{owner}/{repo}/actions/jobs/{job_id}
+ *   POST   /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun
+ *   GET    /repos/{owner}/{repo}/actions/runs?status=queued, /repos/{owner}/{repo}/actions/runs/{run_id}/jobs
+ * Installation tokens carry the permissions and repositories they were requested with, and every
+ * route checks them as GitHub does. Scripted faults per route let tests replay rate limits and outages.
  */
 import { generateKeyPairSync, randomBytes, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
-export type Route = "access_tokens" | "jit" | "list" | "delete";
+export type Route = "access_tokens" | "jit" | "list" | "delete" | "job" | "rerun" | "runs" | "run_jobs";
+
+export interface ServerJob {
+  id: number;
+  repository: string;
+  status: string;
+  conclusion: string | null;
+  labels: string[];
+  runner_name: string | null;
+  run_id: number;
+  run_attempt: number;
+  name: string;
+  created_at: string;
+}
+
+/** What an installation token was minted for. */
+export interface TokenScope {
+  permissions: Record<string, string>;
+  repositories?: string[];
+}
 
 export interface ScriptedResponse {
   status: number;
@@ -49,9 +72,11 @@ export interface FakeGitHubServerOptions {
   appId: number;
   installationId: number;
   publicKey: KeyObject;
-  /** "orgs/acme" or "repos/acme/app": the only scope the installation may manage. */
+  /** "orgs/acme" or "repos/acme/app": the only scope the installation may manage runners in. */
   scope: string;
 }
+
+const WRITE_PERMISSION: Record<string, string> = { orgs: "organization_self_hosted_runners", repos: "administration" };
 
 function b64urlJson(part: string): unknown {
   return JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
@@ -60,7 +85,12 @@ function b64urlJson(part: string): unknown {
 export class FakeGitHubServer {
   readonly requests: RecordedRequest[] = [];
   readonly runners = new Map<number, ServerRunner>();
-  readonly tokens = new Set<string>();
+  readonly tokens = new Map<string, TokenScope>();
+  /** The body of every installation token request (permissions, repositories). */
+  readonly tokenRequests: TokenScope[] = [];
+  readonly jobs = new Map<number, ServerJob>();
+  readonly reruns: number[] = [];
+  private nextJobId = 5_000_000;
   /** Problems found in App JWTs (tests assert it stays empty). */
   readonly jwtProblems: string[] = [];
   private readonly scripts = new Map<Route, ScriptedResponse[]>();
@@ -86,6 +116,12 @@ export class FakeGitHubServer {
 
   count(route: Route): number {
     return this.requests.filter((r) => r.route === route).length;
+  }
+
+  addJob(repository: string, job: Partial<ServerJob> & { id: number; labels: string[] }): ServerJob {
+    const full: ServerJob = { status: "queued", conclusion: null, runner_name: null, run_id: job.id, run_attempt: 1, name: "build", created_at: new Date().toISOString(), ...job, repository };
+    this.jobs.set(full.id, full);
+    return full;
   }
 
   addRunner(name: string, status = "offline", busy = false): number {
@@ -159,6 +195,10 @@ export class FakeGitHubServer {
     else if ((m = /^\/(orgs\/[^/]+|repos\/[^/]+\/[^/]+)\/actions\/runners\/generate-jitconfig$/.exec(path)) && method === "POST") [route, scope] = ["jit", m[1]!];
     else if ((m = /^\/(orgs\/[^/]+|repos\/[^/]+\/[^/]+)\/actions\/runners$/.exec(path)) && method === "GET") [route, scope] = ["list", m[1]!];
     else if ((m = /^\/(orgs\/[^/]+|repos\/[^/]+\/[^/]+)\/actions\/runners\/(\d+)$/.exec(path)) && method === "DELETE") [route, scope, runnerId] = ["delete", m[1]!, Number(m[2])];
+    else if ((m = /^\/repos\/([^/]+\/[^/]+)\/actions\/jobs\/(\d+)$/.exec(path)) && method === "GET") [route, scope, runnerId] = ["job", m[1]!, Number(m[2])];
+    else if ((m = /^\/repos\/([^/]+\/[^/]+)\/actions\/jobs\/(\d+)\/rerun$/.exec(path)) && method === "POST") [route, scope, runnerId] = ["rerun", m[1]!, Number(m[2])];
+    else if ((m = /^\/repos\/([^/]+\/[^/]+)\/actions\/runs$/.exec(path)) && method === "GET") [route, scope] = ["runs", m[1]!];
+    else if ((m = /^\/repos\/([^/]+\/[^/]+)\/actions\/runs\/(\d+)\/jobs$/.exec(path)) && method === "GET") [route, scope, runnerId] = ["run_jobs", m[1]!, Number(m[2])];
     if (route === "unknown") return this.send(res, req, route, 404, { message: "Not Found" });
 
     const scripted = this.scripts.get(route)?.shift();
@@ -171,19 +211,32 @@ export class FakeGitHubServer {
         return this.send(res, req, route, 401, { message: problem });
       }
       if (Number(m![1]) !== this.opts.installationId) return this.send(res, req, route, 404, { message: "installation not found" });
+      const asked = (rawBody ? JSON.parse(rawBody) : {}) as { permissions?: Record<string, string>; repositories?: string[] };
+      const tokenScope: TokenScope = { permissions: asked.permissions ?? { organization_self_hosted_runners: "write", administration: "write", actions: "write" }, ...(asked.repositories ? { repositories: asked.repositories } : {}) };
+      this.tokenRequests.push(tokenScope);
       const token = `ghs_${randomBytes(18).toString("hex")}`;
-      this.tokens.add(token);
+      this.tokens.set(token, tokenScope);
       return this.send(res, req, route, 201, {
         token,
         expires_at: new Date(Date.now() + 3600_000).toISOString(),
-        permissions: { organization_self_hosted_runners: "write" },
-        repository_selection: "all",
+        permissions: tokenScope.permissions,
+        repository_selection: tokenScope.repositories ? "selected" : "all",
       });
     }
 
     const tok = /^token (.+)$/i.exec(req.headers.authorization ?? "")?.[1];
-    if (!tok || !this.tokens.has(tok)) return this.send(res, req, route, 401, { message: "Bad credentials" });
-    if (scope.toLowerCase() !== this.opts.scope.toLowerCase()) return this.send(res, req, route, 403, { message: "Resource not accessible by integration" });
+    const granted = tok ? this.tokens.get(tok) : undefined;
+    if (!granted) return this.send(res, req, route, 401, { message: "Bad credentials" });
+    const forbidden = () => this.send(res, req, route, 403, { message: "Resource not accessible by integration" });
+    const repoAllowed = (full: string) => granted.repositories === undefined || granted.repositories.some((r) => r.toLowerCase() === full.split("/")[1]!.toLowerCase());
+    if (route === "job" || route === "rerun" || route === "runs" || route === "run_jobs") {
+      const need = route === "rerun" ? ["write"] : ["read", "write"];
+      if (!need.includes(granted.permissions.actions ?? "") || !repoAllowed(scope) || scope.split("/")[0]!.toLowerCase() !== this.opts.scope.split("/")[1]!.toLowerCase()) return forbidden();
+      return this.handleJobs(req, res, route, scope, runnerId, url);
+    }
+    if (scope.toLowerCase() !== this.opts.scope.toLowerCase()) return forbidden();
+    if (granted.permissions[WRITE_PERMISSION[scope.split("/")[0]!]!] !== "write") return forbidden();
+    if (scope.startsWith("repos/") && !repoAllowed(scope.slice("repos/".length))) return forbidden();
 
     if (route === "jit") {
       let body: { name?: unknown; runner_group_id?: unknown; labels?: unknown; work_folder?: unknown };
@@ -227,5 +280,29 @@ export class FakeGitHubServer {
     if (r.busy) return this.send(res, req, route, 422, { message: `Bad request - Runner "${r.name}" is still running a job"` });
     this.runners.delete(runnerId!);
     return this.send(res, req, route, 204);
+  }
+
+  private handleJobs(req: IncomingMessage, res: ServerResponse, route: Route, repository: string, id: number | undefined, url: URL): void {
+    const same = (a: string) => a.toLowerCase() === repository.toLowerCase();
+    if (route === "job" || route === "rerun") {
+      const job = this.jobs.get(id!);
+      if (!job || !same(job.repository)) return this.send(res, req, route, 404, { message: "Not Found" });
+      if (route === "job") return this.send(res, req, route, 200, { ...job, html_url: `https://github.com/${job.repository}/actions/runs/${job.run_id}/job/${job.id}` });
+      if (job.status !== "completed") return this.send(res, req, route, 403, { message: "This workflow job is not completed" });
+      this.reruns.push(job.id);
+      this.addJob(job.repository, { id: this.nextJobId++, labels: job.labels, run_id: job.run_id, run_attempt: job.run_attempt + 1, name: job.name });
+      return this.send(res, req, route, 201, {});
+    }
+    const jobs = [...this.jobs.values()].filter((j) => same(j.repository));
+    if (route === "runs") {
+      const status = url.searchParams.get("status");
+      const runs = [...new Set(jobs.filter((j) => status === null || j.status === status).map((j) => j.run_id))].map((run) => ({ id: run, status: "queued" }));
+      return this.send(res, req, route, 200, { total_count: runs.length, workflow_runs: runs });
+    }
+    const ofRun = jobs.filter((j) => j.run_id === id);
+    const latest = new Map<string, ServerJob>();
+    for (const j of ofRun) if ((latest.get(j.name)?.run_attempt ?? 0) < j.run_attempt) latest.set(j.name, j);
+    const list = url.searchParams.get("filter") === "all" ? ofRun : [...latest.values()];
+    return this.send(res, req, route, 200, { total_count: list.length, jobs: list });
   }
 }

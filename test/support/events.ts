@@ -1,7 +1,7 @@
 /** Builders for signed GitHub webhook deliveries as Lambda function URL events. */
 import { createHmac, randomUUID } from "node:crypto";
-import type { Pool, ScalerConfig } from "../config.ts";
-import type { FunctionUrlEvent } from "../core.ts";
+import type { Pool, ScalerConfig } from "../../scaler/config.ts";
+import type { FunctionUrlEvent } from "../../scaler/core.ts";
 
 export function sign(secret: string, body: string): string {
   return `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
@@ -32,14 +32,22 @@ export function delivery(secret: string, payload: unknown, o: DeliveryOptions = 
   };
 }
 
-export function jobPayload(action: string, jobId: number, labels: string[], extra: { runnerName?: string | null; owner?: string; repo?: string } = {}): unknown {
+export function jobPayload(
+  action: string,
+  jobId: number,
+  labels: string[],
+  extra: { runnerName?: string | null; owner?: string; repo?: string; conclusion?: string | null; runId?: number; runAttempt?: number; name?: string; createdAt?: number } = {},
+): unknown {
   return {
     action,
     workflow_job: {
       id: jobId,
-      run_id: 1000 + jobId,
-      name: "build",
+      run_id: extra.runId ?? 1000 + jobId,
+      run_attempt: extra.runAttempt ?? 1,
+      name: extra.name ?? "build",
       status: action === "completed" ? "completed" : action,
+      conclusion: extra.conclusion ?? (action === "completed" ? "success" : null),
+      created_at: new Date(extra.createdAt ?? Date.now()).toISOString(),
       labels,
       runner_name: extra.runnerName ?? null,
     },
@@ -57,6 +65,7 @@ export function testPool(over: Partial<Pool> = {}): Pool {
     maxRunners: 5,
     maxRuntimeMinutes: 120,
     spot: true,
+    queueUrl: "https://sqs.us-east-1.amazonaws.com/123456789012/strata-test-gpu.fifo",
     ...over,
   };
 }
@@ -72,6 +81,9 @@ export function testConfig(over: Partial<ScalerConfig> = {}): ScalerConfig {
     paramPrefix: "/strata/test/jit/",
     tagKey: "strata:pool",
     registrationTimeoutMinutes: 10,
+    repositories: ["acme/app"],
+    statePrefix: "/strata/test/state/",
+    breaker: { failures: 3, windowMinutes: 30, onDemandMinutes: 60 },
     ...over,
   };
 }
