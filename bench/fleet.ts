@@ -289,6 +289,7 @@ export async function simulate(sc: Scenario): Promise<SimResult> {
 export const SCENARIOS: Scenario[] = [
   { name: "45 base jobs of 1-6 h into a cap of 8", jobs: 45, maxRunners: 8, durationMin: [60, 360], arrivalSpreadMin: 0, bootMin: 3, capacityErrorRate: 0, interruptionRate: 0, githubErrorRate: 0, missedWebhookRate: 0, duplicateDeliveries: false, seed: 45 },
   { name: "45 base jobs of 1-6 h into a cap of 4", jobs: 45, maxRunners: 4, durationMin: [60, 360], arrivalSpreadMin: 0, bootMin: 3, capacityErrorRate: 0, interruptionRate: 0, githubErrorRate: 0, missedWebhookRate: 0, duplicateDeliveries: false, seed: 45 },
+  { name: "45 base jobs of 1-6 h into a cap of 4, arriving over 48 h", jobs: 45, maxRunners: 4, durationMin: [60, 360], arrivalSpreadMin: 48 * 60, bootMin: 3, capacityErrorRate: 0, interruptionRate: 0, githubErrorRate: 0, missedWebhookRate: 0, duplicateDeliveries: false, seed: 45 },
   { name: "1,000 jobs into a cap of 20, 30% capacity errors, 20% interruptions, 10% GitHub 5xx/429, 5% missed webhooks, every delivery twice", jobs: 1000, maxRunners: 20, durationMin: [5, 30], arrivalSpreadMin: 8 * 60, bootMin: 3, capacityErrorRate: 0.3, interruptionRate: 0.2, githubErrorRate: 0.1, missedWebhookRate: 0.05, duplicateDeliveries: true, seed: 1000 },
 ];
 
