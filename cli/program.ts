@@ -37,20 +37,31 @@ export interface RunOptions {
   stackOutputs?: Record<string, Record<string, unknown>>;
 }
 
-/** Fixed fake account facts used for every offline answer. */
+/** Fixed fake account facts used for every offline answer; the region is the stack's `aws:region` when it sets one. */
 export const OFFLINE = { account: "123456789012", region: "us-east-1", ami: "ami-0abc1234def567890" };
+
+type Facts = typeof OFFLINE;
+
+/** The offline facts for a stack's config: its `aws:region`, else us-east-1. */
+export function offlineFacts(config: Record<string, unknown>): Facts {
+  const region = config["aws:region"];
+  return { ...OFFLINE, ...(typeof region === "string" && /^[a-z]{2}(-[a-z]+)+-\d$/.test(region) ? { region } : {}) };
+}
+
+
 
 /**
  * Runs the real strata program in this process under Pulumi's mock runtime, recording every resource it
  * registers. Nothing leaves the machine: resources get deterministic fake outputs, and any invoke the program
  * makes that has no offline answer here is an error (so a new cloud lookup cannot slip in unnoticed).
- * One run per process: the Pulumi runtime is global.
+ * One run at a time per process: the Pulumi runtime is global (each run replaces its mocks and config).
  */
 export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   const resources: RecordedResource[] = [];
   const byUrn = new Map<string, RecordedResource>();
   const parents = new Map<string, string>();
   let pending = 0;
+  const facts = offlineFacts(opts.config);
 
   await pulumi.runtime.setMocks(
     {
@@ -58,13 +69,13 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
         const state =
           args.type === "pulumi:pulumi:StackReference"
             ? { name: args.inputs.name, outputs: stackOutputsOf(opts.stackOutputs ?? {}, args.inputs.name), secretOutputNames: [] }
-            : offlineState(args.type, args.name, args.inputs);
+            : offlineState(args.type, args.name, args.inputs, facts);
         const id = args.custom ? `${args.name}-id` : undefined;
         resources.push({ type: args.type, name: args.name, urn: "", custom: args.custom ?? false, inputs: args.inputs, state });
         return { id, state };
       },
       call(args) {
-        return offlineCall(args.token, args.inputs);
+        return offlineCall(args.token, args.inputs, facts);
       },
     },
     "strata",
@@ -143,8 +154,8 @@ function digestOf(value: unknown): string {
 }
 
 /** Fake outputs for a resource, derived from its inputs so that the same inputs give the same outputs. */
-function offlineState(type: string, name: string, inputs: Record<string, any>): Record<string, unknown> {
-  const { account, region } = OFFLINE;
+function offlineState(type: string, name: string, inputs: Record<string, any>, facts: Facts): Record<string, unknown> {
+  const { account, region } = facts;
   switch (type) {
     case "docker-build:index:Image": {
       const digest = digestOf(inputs);
@@ -172,8 +183,8 @@ function offlineState(type: string, name: string, inputs: Record<string, any>): 
 }
 
 /** Offline answers for the invokes strata makes; anything else is an error. */
-function offlineCall(token: string, inputs: Record<string, any>): Record<string, unknown> {
-  const { account, region, ami } = OFFLINE;
+function offlineCall(token: string, inputs: Record<string, any>, facts: Facts): Record<string, unknown> {
+  const { account, region, ami } = facts;
   switch (token) {
     case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
       return {
@@ -193,7 +204,7 @@ function offlineCall(token: string, inputs: Record<string, any>): Record<string,
     case "aws:index/getPartition:getPartition":
       return { id: "aws", partition: "aws", dnsSuffix: "amazonaws.com", reverseDnsPrefix: "com.amazonaws" };
     case "aws:index/getAvailabilityZones:getAvailabilityZones":
-      return { id: region, names: [`${region}a`, `${region}b`, `${region}c`], zoneIds: ["use1-az1", "use1-az2", "use1-az4"], groupNames: [region] };
+      return { id: region, names: [`${region}a`, `${region}b`, `${region}c`], zoneIds: ["az1", "az2", "az4"].map((z) => `${region.replace(/^(\w\w)-(\w)\w*-(\d)$/, "$1$2$3")}-${z}`), groupNames: [region] };
     case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
       // Offline, every requested type is offered in every zone.
       const types: string[] = inputs.filters?.find((f: { name: string }) => f.name === "instance-type")?.values ?? [];
