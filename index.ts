@@ -16,14 +16,14 @@ import { fleetPools, generateWorkflows, WorkflowError } from "./workflows/genera
  */
 export default async function strata() {
   try {
-    return declare();
+    return await declare();
   } catch (err) {
     if (err instanceof MatrixError || err instanceof WorkflowError) throw new pulumi.RunError(err.message);
     throw err;
   }
 }
 
-function declare() {
+async function declare() {
   const config = readStackConfig();
   const matrix = loadMatrix(config.matrix);
   for (const w of matrix.warnings) pulumi.log.warn(formatProblem(w, "warning"));
@@ -42,16 +42,14 @@ function declare() {
   const destination = (repository: pulumi.Output<string>) => ({ repository, cacheRepository: registry.cacheRepository, auth: registry.auth });
 
   // With base shards, each base is built by a stack of its own and only read here.
-  const shardRefs = runtimeShard
-    ? baseRefsFromRoot((registry as ShardRegistry).root, plan, config.shardOf!)
-    : config.baseShards
-      ? baseRefsFromShards(plan, pulumi.getStack())
-      : undefined;
+  // A runtime shard builds FROM the refs its root publishes, checked before anything is declared.
+  const rootRefs = runtimeShard ? await baseRefsFromRoot((registry as ShardRegistry).root, plan, config.shardOf!) : undefined;
+  const shardRefs = !rootRefs && config.baseShards ? baseRefsFromShards(plan, pulumi.getStack()) : undefined;
   const bases = new Map(
-    shardRefs ? [] : plan.bases.map((b) => [b.name, new BaseImage(`base-${b.name}`, { plan: b, dir: plan.dir, ...destination(registry.basesRepository) })]),
+    shardRefs || rootRefs ? [] : plan.bases.map((b) => [b.name, new BaseImage(`base-${b.name}`, { plan: b, dir: plan.dir, ...destination(registry.basesRepository) })]),
   );
-  const baseRef = (name: string) => (shardRefs ? shardRefs.ref(name) : bases.get(name)!.ref);
-  const baseRefs = shardRefs ? shardRefs.refs : pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref])));
+  const baseRef = (name: string) => (rootRefs ? pulumi.output(rootRefs[name]) : shardRefs ? shardRefs.ref(name) : bases.get(name)!.ref);
+  const baseRefs = rootRefs ? pulumi.output(rootRefs) : shardRefs ? shardRefs.refs : pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref])));
   const runtimes = declaresRuntimes
     ? plan.runtimes.map((r) => {
         const tags = runtimeTags(r, { ...config.release, sha: config.release.sha.slice(0, 7) });
@@ -143,6 +141,7 @@ function declareGitHub(config: StackConfig, plan: BuildPlan, registry: Registry 
           baseEnvironment: gh.baseEnvironment,
           runnerLabels: gh.runnerLabels,
           pools: fleetPools(config.fleet, "strata:fleet"),
+          runtimeShardSize: config.runtimeShardSize,
         })
       : undefined,
   });

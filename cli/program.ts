@@ -113,15 +113,35 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   // Set only once every module is loaded: module loading itself relies on stack traces.
   const stackTraceLimit = Error.stackTraceLimit;
   if (opts.lean) Error.stackTraceLimit = 0;
-  let outputs: Record<string, unknown>;
+  let outputs: Record<string, unknown> = {};
+  // An error inside an Output (a base ref a runtime may not use yet) fails the registration that awaits it, and the
+  // outputs that depend on it never resolve: the engine would fail the update with its message, so does this run.
+  const failures: unknown[] = [];
+  let failed!: (reason: unknown) => void;
+  const failure = new Promise<never>((_, reject) => (failed = reject));
+  failure.catch(() => {});
+  const onRejection = (reason: unknown) => {
+    failures.push(reason);
+    failed(reason);
+  };
+  process.on("unhandledRejection", onRejection);
   try {
-    const result = await program();
-    outputs = await new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>)));
+    const result = await Promise.race([program(), failure]);
+    outputs = await Promise.race([new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>))), failure]);
     // Resources can register late (a Lambda waits for its code bundle): wait until Pulumi has no RPC in flight.
-    await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+    await Promise.race([(pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs(), failure]);
     await settle(() => pending);
+  } catch (err) {
+    if (failures.length === 0) throw err;
+    await settle(() => 0);
   } finally {
     Error.stackTraceLimit = stackTraceLimit;
+    process.off("unhandledRejection", onRejection);
+  }
+  if (failures.length > 0) {
+    const messages = [...new Set(failures.map((f) => (f instanceof Error ? f.message : String(f)).replace(/^error serializing property "[^"]*": /, "")))];
+    const shown = messages.slice(0, 10).join("\n");
+    throw new pulumi.RunError(messages.length > 10 ? `${shown}\n... and ${messages.length - 10} more` : shown);
   }
 
   for (const r of resources) {

@@ -161,24 +161,27 @@ export class ShardRegistry extends pulumi.ComponentResource {
 /**
  * A runtime shard's base refs: the root stack's `baseRefs` output (the bases it built, or read from its base
  * shards), each checked against the identity tag the matrix derives now, as `baseRefsFromShards` checks a shard's.
+ * Read before anything is declared: a base the root has not published (or publishes under another tag) is one
+ * error naming every such base and what to run, and the shard declares nothing.
  */
-export function baseRefsFromRoot(root: pulumi.StackReference, plan: Pick<BuildPlan, "bases">, rootStack: string): ShardRefs {
-  const published = root.getOutput("baseRefs");
-  const tags = new Map(plan.bases.map((b) => [b.name, b.tag]));
-  const status = published.apply((outputs) => plan.bases.map((b) => shardRefStatus(b, rootStack, outputs)));
-  const refs = status.apply((all) => Object.fromEntries(all.filter((s) => s.status === "current").map((s) => [s.base, s.ref!])) as Record<string, string>);
-  const ref = (base: string): pulumi.Output<string> => {
-    if (!tags.has(base)) throw new Error(`base '${base}' is not among this runtime shard's bases: ${[...tags.keys()].join(", ")}`);
-    return status.apply((all) => {
-      const st = all.find((s) => s.base === base)!;
-      if (st.status !== "current") {
-        const what = st.status === "missing" ? "publishes no ref for it" : `publishes '${st.ref}'`;
-        throw new pulumi.RunError(`base '${base}': root stack '${rootStack}' ${what}, but the matrix wants tag '${tags.get(base)}'; build and publish the base first (workflow strata-build-bases, then \`pulumi up -s ${rootStack}\`)`);
-      }
-      return st.ref;
-    });
-  };
-  return { refs, status, ref };
+export async function baseRefsFromRoot(root: pulumi.StackReference, plan: Pick<BuildPlan, "bases">, rootStack: string): Promise<Record<string, string>> {
+  const details = await root.getOutputDetails("baseRefs");
+  const published = details.value ?? details.secretValue;
+  const statuses = plan.bases.map((b) => shardRefStatus(b, rootStack, published));
+  const bad = statuses.filter((s) => s.status !== "current");
+  if (bad.length > 0) {
+    const tags = new Map(plan.bases.map((b) => [b.name, b.tag]));
+    const lines = bad.slice(0, 10).map((s) => `  base '${s.base}': ${s.status === "missing" ? "no ref published" : `publishes '${s.ref}'`}, the matrix wants tag '${tags.get(s.base)}'`);
+    throw new pulumi.RunError(
+      [
+        `root stack '${rootStack}' has not published ${bad.length} of the ${plan.bases.length} base(s) this runtime shard builds FROM:`,
+        ...lines,
+        ...(bad.length > 10 ? [`  ... and ${bad.length - 10} more`] : []),
+        `build and publish them first (workflow strata-build-bases, or \`pulumi up -s ${rootStack}\`), then update this shard`,
+      ].join("\n"),
+    );
+  }
+  return Object.fromEntries(statuses.map((s) => [s.base, s.ref!]));
 }
 
 /**

@@ -411,7 +411,7 @@ describe("strata impact CLI", () => {
     const { code, out } = await run(dir, ["--base", "HEAD", "--json"]);
     assert.equal(code, 0);
     const j = JSON.parse(out);
-    assert.deepEqual(Object.keys(j), ["base", "head", "bases", "runtimes", "rebuild"]);
+    assert.deepEqual(Object.keys(j), ["base", "head", "bases", "runtimes", "rebuild", "shards"]);
     assert.equal(j.head, "worktree");
     assert.deepEqual(Object.keys(j.bases[0]), ["name", "change", "oldTag", "newTag", "renamedFrom", "reasons", "runtimes"]);
     assert.deepEqual(Object.keys(j.runtimes), ["added", "removed", "rebuilt", "renamed"]);
