@@ -29,7 +29,10 @@ async function declare() {
   for (const w of matrix.warnings) pulumi.log.warn(formatProblem(w, "warning"));
   // Runtime shards: above strata:runtimeShardSize runtimes, the root declares none and each shard stack
   // `<root>-runtimes-<k>` declares its group, FROM the bases the root publishes.
-  const shards = config.runtimes && shardsRuntimes(matrix, config.runtimeShardSize) ? runtimeShards(matrix, config.shardOf ?? pulumi.getStack(), config.runtimeShardSize) : [];
+  const shards = shardsRuntimes(matrix, config.runtimeShardSize) ? runtimeShards(matrix, config.shardOf ?? pulumi.getStack(), config.runtimeShardSize) : [];
+  if (config.runtimeShard && !config.runtimes) {
+    throw new MatrixError([{ ...configLocation("runtimes"), message: "a runtime shard (strata:runtimeShard) declares runtimes: strata:runtimes cannot be false", fix: "pulumi config rm strata:runtimes" }]);
+  }
   const runtimeShard = config.runtimeShard ? shardOrError(shards, config.runtimeShard) : undefined;
   const plan = runtimeShard ? selectRuntimes(matrix, runtimeShard) : selectBases(matrix, config.bases, configLocation("bases"));
   const declaresRuntimes = config.runtimes && (runtimeShard !== undefined || shards.length === 0);
@@ -84,7 +87,7 @@ async function declare() {
     runtimes: Object.fromEntries(runtimes.map(({ plan: r, image, tags }) => [r.name, { base: r.base, tags, ref: image.ref }])),
     ...(runtimeShard ? { runtimeShard: runtimeShard.name } : {}),
     // The root of a sharded matrix: which shard stack declares which runtimes (`strata plan --shard NAME` shows one).
-    ...(!runtimeShard && shards.length > 0
+    ...(!config.shardOf && shards.length > 0
       ? { runtimeShards: shards.map((s) => ({ name: s.name, stack: s.stack, bases: s.bases, runtimes: s.runtimes.length })) }
       : {}),
     ...(fleet

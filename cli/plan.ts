@@ -186,7 +186,7 @@ export async function offlinePlan(opts: OfflinePlanOptions): Promise<{ stack: st
     const plan = loadMatrix(matrixFile);
     const size = (config["strata:runtimeShardSize"] as number | undefined) ?? DEFAULT_RUNTIME_SHARD_SIZE;
     const want = opts.shard.startsWith(`${stack}-`) ? opts.shard.slice(stack.length + 1) : opts.shard;
-    const { "strata:baseShards": _baseShards, "strata:bases": _bases, ...inherited } = config;
+    const { "strata:baseShards": _baseShards, "strata:bases": _bases, "strata:runtimes": _runtimes, ...inherited } = config;
     if (/^base-/.test(want)) {
       const base = shardStacks(plan, stack).find((s) => `base-${s.base}` === want);
       if (!base) throw new ShardPlanError(`there is no base shard '${opts.shard}': the bases are ${plan.bases.slice(0, 8).map((b) => `base-${b.name}`).join(", ")}${plan.bases.length > 8 ? ", ..." : ""}`);

@@ -132,8 +132,10 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
     await Promise.race([(pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs(), failure]);
     await settle(() => pending);
   } catch (err) {
+    // Let registrations already sent finish, so none lands in a later run of this process.
+    await Promise.race([(pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs().catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+    await settle(() => pending, 5000);
     if (failures.length === 0) throw err;
-    await settle(() => 0);
   } finally {
     Error.stackTraceLimit = stackTraceLimit;
     process.off("unhandledRejection", onRejection);
@@ -155,10 +157,11 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   return { resources: resources.filter((r) => r.type !== "pulumi:pulumi:Stack"), outputs };
 }
 
-/** Waits until no registration is in flight for a few turns of the event loop. */
-async function settle(pending: () => number): Promise<void> {
+/** Waits until no registration is in flight for a few turns of the event loop (at most `maxMs`). */
+async function settle(pending: () => number, maxMs = Infinity): Promise<void> {
   let quiet = 0;
-  while (quiet < 3) {
+  const until = performance.now() + maxMs;
+  while (quiet < 3 && performance.now() < until) {
     await new Promise((r) => setImmediate(r));
     quiet = pending() === 0 ? quiet + 1 : 0;
   }

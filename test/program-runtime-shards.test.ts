@@ -14,6 +14,8 @@ const shards = runtimeShards(plan, "prod", 100);
 let root: ProgramRun;
 let shard: ProgramRun;
 let stale: unknown;
+let small: ProgramRun;
+let contradictory: unknown;
 before(async () => {
   root = await runProgram({ stack: "prod", config: CONFIG, lean: true });
   const two = shards[1];
@@ -25,6 +27,13 @@ before(async () => {
     await runProgram({ stack: two.stack, config: { ...CONFIG, ...two.config }, stackOutputs: { prod: { ...root.outputs, baseRefs: refs } }, lean: true });
   } catch (err) {
     stale = err;
+  }
+  // The default matrix's 3 runtimes at shard size 1, on a root that declares no runtimes itself (the CI layout).
+  small = await runProgram({ stack: "ci", config: { "strata:registry": { kind: "local" }, "strata:runtimeShardSize": 1, "strata:runtimes": false }, lean: true });
+  try {
+    await runProgram({ stack: "ci-runtimes-1", config: { "strata:registry": { kind: "local" }, "strata:runtimeShardSize": 1, "strata:runtimes": false, "strata:shardOf": "ci", "strata:runtimeShard": "runtimes-1" }, stackOutputs: { ci: small.outputs }, lean: true });
+  } catch (err) {
+    contradictory = err;
   }
 });
 
@@ -61,5 +70,17 @@ describe("program: runtimes above strata:runtimeShardSize", () => {
     assert.match(stale.message, /^root stack 'prod' has not published 1 of the \d+ base\(s\) this runtime shard builds FROM:/);
     assert.match(stale.message, new RegExp(`base '${shards[1].bases[0].replace(/\./g, "\\.")}': publishes '.*:old-000000000000@.*', the matrix wants tag '`));
     assert.match(stale.message, /strata-build-bases/);
+  });
+});
+
+describe("program: runtime shards and strata:runtimes", () => {
+  test("a root with strata:runtimes false still lists the shards that declare its runtimes", () => {
+    assert.deepEqual((small.outputs.runtimeShards as { name: string; runtimes: number }[]).map((s) => [s.name, s.runtimes]), [["runtimes-1", 1], ["runtimes-2", 1], ["runtimes-3", 1]]);
+    assert.equal(small.resources.filter((r) => r.type === "strata:images:RuntimeImage").length, 0);
+  });
+
+  test("a runtime shard with strata:runtimes false is a config error, not an empty shard", () => {
+    assert.ok(contradictory instanceof Error);
+    assert.match(contradictory.message, /a runtime shard \(strata:runtimeShard\) declares runtimes: strata:runtimes cannot be false/);
   });
 });

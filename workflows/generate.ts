@@ -567,6 +567,7 @@ function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o:
             'pulumi config cp --stack "$STRATA_STACK" --dest "$shard"',
             'pulumi config rm --stack "$shard" strata:bases >/dev/null 2>&1 || true',
             'pulumi config rm --stack "$shard" strata:baseShards >/dev/null 2>&1 || true',
+            'pulumi config rm --stack "$shard" strata:runtimes >/dev/null 2>&1 || true',
             'pulumi config set --stack "$shard" strata:shardOf "$STRATA_STACK"',
             'pulumi config set --stack "$shard" strata:runtimeShard "$STRATA_SHARD"',
             'pulumi config set --stack "$shard" --path strata:release.version "$VERSION"',
