@@ -105,8 +105,10 @@ export function formatPlan(report: PlanReport): string {
   const out: string[] = [];
   out.push(`strata plan: stack ${report.stack}, matrix ${report.matrix}, registry ${String(report.registry)}`);
   out.push("");
-  out.push(`Bases (${report.bases.length}): built once each, tagged by identity`);
-  out.push(table(["BASE", "TAG", "TARGET", "PLATFORMS", "RUNTIMES"], report.bases.map((b) => [b.name, b.tag, b.target, b.platforms.join(","), summarise(b.consumers)])));
+  const from = [...new Set(report.runtimes.map((r) => r.base))];
+  if (report.bases.length === 0 && from.length > 0) out.push(`Bases: none built here; the runtimes build FROM ${from.length} published base(s): ${summarise(from)}`);
+  else out.push(`Bases (${report.bases.length}): built once each, tagged by identity`);
+  if (report.bases.length > 0 || from.length === 0) out.push(table(["BASE", "TAG", "TARGET", "PLATFORMS", "RUNTIMES"], report.bases.map((b) => [b.name, b.tag, b.target, b.platforms.join(","), summarise(b.consumers)])));
   out.push("");
   if (report.runtimeShards.length > 0) {
     const total = report.runtimeShards.reduce((n, s) => n + s.runtimes, 0);
