@@ -42,7 +42,6 @@ export function shardStacks(plan: Pick<BuildPlan, "bases">, stack: string): Shar
   });
 }
 
-
 // Runtime shards: above `strata:runtimeShardSize` runtimes, the root declares none and shard stacks
 // `<root>-runtimes-<k>` declare at most that many each.
 
@@ -80,7 +79,11 @@ export function shardsRuntimes(plan: Pick<BuildPlan, "runtimes">, size = DEFAULT
 export function runtimeShards(plan: Pick<BuildPlan, "bases" | "runtimes">, stack: string, size = DEFAULT_RUNTIME_SHARD_SIZE): RuntimeShard[] {
   if (!Number.isInteger(size) || size < 1) throw new Error(`runtime shard size ${size} must be a whole number of at least 1`);
   const byBase = new Map<string, string[]>();
-  for (const r of plan.runtimes) byBase.set(r.base, [...(byBase.get(r.base) ?? []), r.name]);
+  for (const r of plan.runtimes) {
+    const names = byBase.get(r.base);
+    if (names) names.push(r.name);
+    else byBase.set(r.base, [r.name]);
+  }
   const groups: { bases: string[]; runtimes: string[] }[] = [];
   let open: { bases: string[]; runtimes: string[] } | undefined;
   for (const base of [...byBase.keys()].sort()) {

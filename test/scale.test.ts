@@ -118,6 +118,19 @@ describe("20,000-entry synthetic matrix: workflows", () => {
     assert.deepEqual(JSON.parse(wf.jobs.select.steps.at(-1).env.ALL_SHARDS), shards.map((s) => s.name));
   });
 
+  test("each runtime shard job runs pulumi up of its shard stack; the default branch updates the shards strata impact names", () => {
+    const wf = parse(files[WORKFLOW_FILES.runtimes]);
+    const select = wf.jobs.select.steps.at(-1).run as string;
+    assert.match(select, /npx strata impact --json --stack "\$STRATA_STACK" .*\n {2}jq -c '\.shards\.runtimes' impact\.json > shards\.json/);
+    const job = wf.jobs["build-1"];
+    assert.equal(job.strategy.matrix.shard, "${{ fromJSON(needs.select.outputs.shards_1) }}");
+    const up = job.steps.find((st: { name: string }) => st.name === "pulumi up (runtime shard stack)").run as string;
+    assert.match(up, /shard="\$\{STRATA_STACK\}-runtimes-\$\{STRATA_SHARD#runtimes-\}"/);
+    assert.match(up, /pulumi config set --stack "\$shard" strata:runtimeShard "\$STRATA_SHARD"/);
+    assert.match(up, /pulumi config rm --stack "\$shard" strata:runtimes /);
+    assert.match(up, /pulumi up --stack "\$shard" --yes/);
+  });
+
   test("every job matrix holds at most 256 jobs", () => {
     for (const [path, content] of Object.entries(files)) {
       const wf = parse(content);
