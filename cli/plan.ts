@@ -168,7 +168,7 @@ export class ShardPlanError extends Error {}
 /**
  * Runs the program offline for a stack. A shard (a stack with strata:shardOf, or `--shard NAME` of a root) reads its
  * root's outputs through StackReferences: they come from the root stack's own offline plan, run first in this
- * process. A root that reads its bases from base shards is planned for that purpose as if it built them (the
+ * process (for `--shard`, narrowed to the bases the shard reads: the same outputs for them). A root that reads its bases from base shards is planned for that purpose as if it built them (the
  * offline refs a base shard would publish), and `notes` says so.
  */
 export async function offlinePlan(opts: OfflinePlanOptions): Promise<{ stack: string; run: ProgramRun; notes: string[] }> {
@@ -180,6 +180,8 @@ export async function offlinePlan(opts: OfflinePlanOptions): Promise<{ stack: st
   let stack = opts.stack;
   let config = opts.config;
   let root: { stack: string; config: Record<string, unknown>; secretKeys: string[] } | undefined;
+  /** The bases the shard reads from its root: the root's plan is narrowed to them (the same outputs, less work). */
+  let reads: string[] | undefined;
 
   if (opts.shard !== undefined) {
     if (config["strata:shardOf"] !== undefined) throw new ShardPlanError(`stack '${stack}' is itself a shard (strata:shardOf): pass its root stack to --stack`);
@@ -193,6 +195,7 @@ export async function offlinePlan(opts: OfflinePlanOptions): Promise<{ stack: st
       const base = shardStacks(plan, stack).find((s) => `base-${s.base}` === want);
       if (!base) throw new ShardPlanError(`there is no base shard '${opts.shard}': the bases are ${plan.bases.slice(0, 8).map((b) => `base-${b.name}`).join(", ")}${plan.bases.length > 8 ? ", ..." : ""}`);
       stack = base.stack;
+      reads = [base.base];
       config = { ...inherited, ...base.config };
     } else {
       let shard;
@@ -202,6 +205,7 @@ export async function offlinePlan(opts: OfflinePlanOptions): Promise<{ stack: st
         throw new ShardPlanError(`${(err as Error).message} (runtime shards are runtimes-<k>; base shards base-<name>)`);
       }
       stack = shard.stack;
+      reads = shard.bases;
       config = { ...inherited, ...shard.config };
     }
   } else if (typeof config["strata:shardOf"] === "string") {
@@ -222,6 +226,7 @@ export async function offlinePlan(opts: OfflinePlanOptions): Promise<{ stack: st
       rootConfig = rest;
       notes.push(`root stack '${root.stack}' reads its bases from base shards; offline, its base refs are those the bases would get if built`);
     }
+    if (reads) rootConfig = { ...rootConfig, "strata:bases": reads };
     const rootRun = await runProgram({ stack: root.stack, config: { ...rootConfig, "strata:runtimes": false }, secretKeys: root.secretKeys, lean: opts.lean });
     stackOutputs = { [root.stack]: rootRun.outputs };
   }

@@ -115,6 +115,8 @@ describe("shard stacks plan offline", () => {
     assert.equal(plan.stack, "prod-runtimes-2");
     assert.deepEqual(plan.runtimes.map((x: { name: string }) => x.name), ["c"]);
     assert.match(plan.runtimes[0].baseImageArg, /^123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/strata\/bases:ampere-[0-9a-f]{12}@sha256:/);
+    const rootJson = strata(["plan", "--stack", "prod", "--json"], dir);
+    assert.equal(plan.runtimes[0].baseImageArg, JSON.parse(rootJson.stdout).outputs.baseRefs.ampere, "FROM the ref the root's own plan publishes");
     const bad = strata(["plan", "--stack", "prod", "--shard", "runtimes-7"], dir);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /no runtime shard 'runtimes-7'; this stack has 2: runtimes-1, runtimes-2/);
