@@ -73,6 +73,14 @@ describe("runtime shards", () => {
   });
 });
 
+test("a base shard job drops the root's strata:baseShards, which a shard stack may not set", () => {
+  const plan = loadMatrix(join(REPO, "strata.yaml"));
+  const wf = parse(generateWorkflows(plan, { stack: "prod" })[WORKFLOW_FILES.bases]);
+  const up = wf.jobs["build-1"].steps.find((st: { name: string }) => st.name === "pulumi up (shard stack of this base)").run as string;
+  const rm = up.indexOf('pulumi config rm --stack "$shard" strata:baseShards');
+  assert.ok(rm > up.indexOf("pulumi config cp") && rm < up.indexOf("pulumi up --stack"), up);
+});
+
 describe("plan size guard", () => {
   const plan = fakePlan([20000]);
   const at = { file: "big.yaml", line: 1, col: 1 };
