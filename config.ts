@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
+import { DEFAULT_RUNTIME_SHARD_SIZE } from "./components/shard-stacks.ts";
 import { MatrixError, type Location, type Problem } from "./matrix/errors.ts";
 import { LIMITS } from "./matrix/files.ts";
 import { allowedKeys, closest } from "./matrix/schema.ts";
@@ -55,6 +56,10 @@ export interface StackConfig {
   shardOf?: string;
   /** Read every base's ref from its shard stack `<stack>-base-<name>` instead of building bases here. Default false. */
   baseShards: boolean;
+  /** Runtimes per runtime shard stack; a matrix with more runtimes than this declares them in shards. Default 500. */
+  runtimeShardSize: number;
+  /** This stack is runtime shard `runtimes-<k>` of `shardOf`: it declares only that shard's runtimes. Default none. */
+  runtimeShard?: string;
   /** Raw `strata:fleet` object, parsed by the fleet component's own schema. */
   fleet?: unknown;
   /** Raw `strata:github` object, parsed by the GitHub wiring's own schema. */
@@ -64,6 +69,7 @@ export interface StackConfig {
 /** Every `strata:*` config key the program reads. */
 export const CONFIG_KEYS = [
   "matrix", "registry", "registryPassword", "release", "bases", "runtimes", "shardOf", "baseShards",
+  "runtimeShardSize", "runtimeShard",
   "fleet", "githubAppId", "githubAppInstallationId", "githubAppPrivateKey", "github", "forecast",
 ];
 
@@ -113,7 +119,11 @@ export function readStackConfig(): StackConfig {
   const runtimes = parse("runtimes", z.boolean().default(true), undefined);
   const shardOf = parse("shardOf", z.string().regex(/^[A-Za-z0-9_./-]+$/, "must be a stack name").optional(), undefined);
   const baseShards = parse("baseShards", z.boolean().default(false), undefined);
-  if (shardOf && !bases) problems.push({ ...configLocation("shardOf"), message: "a shard stack (strata:shardOf) needs strata:bases", fix: "pulumi config set --path 'strata:bases[0]' NAME" });
+  const runtimeShardSize = parse("runtimeShardSize", z.number().int().min(1).default(DEFAULT_RUNTIME_SHARD_SIZE), undefined);
+  const runtimeShard = parse("runtimeShard", z.string().regex(/^runtimes-[1-9][0-9]*$/, "must be a runtime shard name, runtimes-<k>").optional(), undefined);
+  if (runtimeShard && !shardOf) problems.push({ ...configLocation("runtimeShard"), message: "a runtime shard (strata:runtimeShard) needs strata:shardOf, its root stack", fix: "pulumi config set strata:shardOf ROOT" });
+  if (runtimeShard && bases) problems.push({ ...configLocation("runtimeShard"), message: "a runtime shard builds no base: strata:bases and strata:runtimeShard cannot both be set", fix: "pulumi config rm strata:bases" });
+  if (shardOf && !bases && !runtimeShard) problems.push({ ...configLocation("shardOf"), message: "a shard stack (strata:shardOf) needs strata:bases (a base shard) or strata:runtimeShard (a runtime shard)", fix: "pulumi config set --path 'strata:bases[0]' NAME" });
   if (shardOf && baseShards) problems.push({ ...configLocation("baseShards"), message: "a shard stack cannot read its bases from shards", fix: "pulumi config rm strata:baseShards" });
   const registryPassword = cfg.getSecret("registryPassword");
   if (registry?.kind === "external") {
@@ -136,6 +146,8 @@ export function readStackConfig(): StackConfig {
     runtimes: runtimes!,
     shardOf,
     baseShards: baseShards!,
+    runtimeShardSize: runtimeShardSize!,
+    runtimeShard,
     fleet: cfg.getObject<unknown>("fleet"),
     github: cfg.getObject<unknown>("github"),
   };

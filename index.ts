@@ -3,7 +3,7 @@ import { GpuRunnerFleet, parseFleetConfig } from "./components/fleet/index.ts";
 import { GitHubWiring, parseGitHubConfig, type GitHubConfig } from "./components/github.ts";
 import { BaseImage, RuntimeImage } from "./components/images.ts";
 import { mutableRuntimeTagFilters, Registry } from "./components/registry.ts";
-import { baseRefsFromShards, ShardRegistry } from "./components/shards.ts";
+import { baseRefsFromRoot, baseRefsFromShards, checkPlanSize, findRuntimeShard, runtimeShards, shardsRuntimes, ShardRegistry } from "./components/shards.ts";
 import { configLocation, readStackConfig, type StackConfig } from "./config.ts";
 import { MatrixError, formatProblem } from "./matrix/errors.ts";
 import { loadMatrix } from "./matrix/load.ts";
@@ -16,17 +16,27 @@ import { fleetPools, generateWorkflows, WorkflowError } from "./workflows/genera
  */
 export default async function strata() {
   try {
-    return declare();
+    return await declare();
   } catch (err) {
     if (err instanceof MatrixError || err instanceof WorkflowError) throw new pulumi.RunError(err.message);
     throw err;
   }
 }
 
-function declare() {
+async function declare() {
   const config = readStackConfig();
-  const plan = selectBases(loadMatrix(config.matrix), config.bases, configLocation("bases"));
-  for (const w of plan.warnings) pulumi.log.warn(formatProblem(w, "warning"));
+  const matrix = loadMatrix(config.matrix);
+  for (const w of matrix.warnings) pulumi.log.warn(formatProblem(w, "warning"));
+  // Runtime shards: above strata:runtimeShardSize runtimes, the root declares none and each shard stack
+  // `<root>-runtimes-<k>` declares its group, FROM the bases the root publishes.
+  const shards = shardsRuntimes(matrix, config.runtimeShardSize) ? runtimeShards(matrix, config.shardOf ?? pulumi.getStack(), config.runtimeShardSize) : [];
+  if (config.runtimeShard && !config.runtimes) {
+    throw new MatrixError([{ ...configLocation("runtimes"), message: "a runtime shard (strata:runtimeShard) declares runtimes: strata:runtimes cannot be false", fix: "pulumi config rm strata:runtimes" }]);
+  }
+  const runtimeShard = config.runtimeShard ? shardOrError(shards, config.runtimeShard) : undefined;
+  const plan = runtimeShard ? selectRuntimes(matrix, runtimeShard) : selectBases(matrix, config.bases, configLocation("bases"));
+  const declaresRuntimes = config.runtimes && (runtimeShard !== undefined || shards.length === 0);
+  checkPlanSize(plan, { bases: !runtimeShard && !config.baseShards, runtimes: declaresRuntimes, at: { file: config.matrix, line: 1, col: 1 }, shardSize: config.runtimeShardSize });
 
   const gh = config.github !== undefined && !config.shardOf ? githubConfig(config) : undefined;
   // A base shard pushes to its root stack's registry; every other stack owns one.
@@ -41,13 +51,15 @@ function declare() {
   const destination = (repository: pulumi.Output<string>) => ({ repository, cacheRepository: registry.cacheRepository, auth: registry.auth });
 
   // With base shards, each base is built by a stack of its own and only read here.
-  const shardRefs = config.baseShards ? baseRefsFromShards(plan, pulumi.getStack()) : undefined;
+  // A runtime shard builds FROM the refs its root publishes, checked before anything is declared.
+  const rootRefs = runtimeShard ? await baseRefsFromRoot((registry as ShardRegistry).root, plan, config.shardOf!) : undefined;
+  const shardRefs = !rootRefs && config.baseShards ? baseRefsFromShards(plan, pulumi.getStack()) : undefined;
   const bases = new Map(
-    shardRefs ? [] : plan.bases.map((b) => [b.name, new BaseImage(`base-${b.name}`, { plan: b, dir: plan.dir, ...destination(registry.basesRepository) })]),
+    shardRefs || rootRefs ? [] : plan.bases.map((b) => [b.name, new BaseImage(`base-${b.name}`, { plan: b, dir: plan.dir, ...destination(registry.basesRepository) })]),
   );
-  const baseRef = (name: string) => (shardRefs ? shardRefs.ref(name) : bases.get(name)!.ref);
-  const baseRefs = shardRefs ? shardRefs.refs : pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref])));
-  const runtimes = config.runtimes
+  const baseRef = (name: string) => (rootRefs ? pulumi.output(rootRefs[name]) : shardRefs ? shardRefs.ref(name) : bases.get(name)!.ref);
+  const baseRefs = rootRefs ? pulumi.output(rootRefs) : shardRefs ? shardRefs.refs : pulumi.output(Object.fromEntries([...bases].map(([name, image]) => [name, image.ref])));
+  const runtimes = declaresRuntimes
     ? plan.runtimes.map((r) => {
         const tags = runtimeTags(r, { ...config.release, sha: config.release.sha.slice(0, 7) });
         const image = new RuntimeImage(`runtime-${r.name}`, {
@@ -79,6 +91,11 @@ function declare() {
       ]),
     ),
     runtimes: Object.fromEntries(runtimes.map(({ plan: r, image, tags }) => [r.name, { base: r.base, tags, ref: image.ref }])),
+    ...(runtimeShard ? { runtimeShard: runtimeShard.name } : {}),
+    // The root of a sharded matrix: which shard stack declares which runtimes (`strata plan --shard NAME` shows one).
+    ...(!config.shardOf && shards.length > 0
+      ? { runtimeShards: shards.map((s) => ({ name: s.name, stack: s.stack, bases: s.bases, runtimes: s.runtimes.length })) }
+      : {}),
     ...(fleet
       ? {
           fleet: {
@@ -91,6 +108,22 @@ function declare() {
         }
       : {}),
   };
+}
+
+/** A runtime shard's group, or a config error at strata:runtimeShard naming the shards there are. */
+function shardOrError(shards: ReturnType<typeof runtimeShards>, name: string) {
+  try {
+    return findRuntimeShard(shards, name);
+  } catch (err) {
+    throw new MatrixError([{ ...configLocation("runtimeShard"), message: (err as Error).message, fix: "set strata:runtimeShard to one of the shards `strata plan --stack ROOT` lists (and the root's strata:runtimeShardSize)" }]);
+  }
+}
+
+/** The plan narrowed to one runtime shard: its runtimes and the bases they are built FROM (read, not built). */
+function selectRuntimes(plan: BuildPlan, shard: { bases: string[]; runtimes: string[] }): BuildPlan {
+  const bases = new Set(shard.bases);
+  const runtimes = new Set(shard.runtimes);
+  return { ...plan, bases: plan.bases.filter((b) => bases.has(b.name)), runtimes: plan.runtimes.filter((r) => runtimes.has(r.name)) };
 }
 
 /** The validated `strata:github` config; a problem is an error at the setting. */
@@ -120,6 +153,7 @@ function declareGitHub(config: StackConfig, gh: GitHubConfig, plan: BuildPlan, r
           baseEnvironment: gh.baseEnvironment,
           runnerLabels: gh.runnerLabels,
           pools: fleetPools(config.fleet, "strata:fleet"),
+          runtimeShardSize: config.runtimeShardSize,
         })
       : undefined,
   });

@@ -12,6 +12,7 @@ import { loadMatrix } from "../matrix/load.ts";
 import { benchEngine } from "./engine.ts";
 import { benchImpact } from "./impact.ts";
 import { benchFleet } from "./fleet.ts";
+import { benchScale, scaleTable } from "./scale.ts";
 import { benchScaler } from "./scaler.ts";
 
 const REPO = join(import.meta.dirname, "..");
@@ -63,6 +64,23 @@ function targetText(ms: number, mb: number, target?: { ms?: number; mb?: number 
 }
 
 console.log(`strata bench on ${process.platform} ${process.arch}, Node ${process.version}, ${RUNS} runs each\n`);
+
+/** Median time and largest peak memory of `runs` whole CLI processes (after one warm-up run). */
+function measured(args: string[], runs = RUNS): { ms: number; mb: number; stdout: string } {
+  cli(args);
+  const all = Array.from({ length: runs }, () => cli(args));
+  return { ms: median(all.map((r) => r.ms)), mb: Math.max(...all.map((r) => r.peakMb)), stdout: all[0].stdout };
+}
+
+// Scale: synthetic 1k/5k/20k-entry matrices (`npm run bench -- scale` runs only this part).
+const scale = benchScale((args) => measured(args, Number(process.env.BENCH_SCALE_RUNS ?? 3)));
+console.log(`Scale (median of ${process.env.BENCH_SCALE_RUNS ?? 3} runs, peak RSS):\n${scaleTable(scale)}\n`);
+const big = scale.find((r) => r.entries === 20000);
+if (big) rows.push(["plan --json, 20,000 entries (root)", `${(big.plan.ms / 1000).toFixed(2)} s, peak ${Math.round(big.plan.mb)} MB`, `< 20 s ${big.plan.ms < 20000 ? "met" : "MISSED"}, < 1 GB ${big.plan.mb < 1024 ? "met" : "MISSED"}`]);
+if (process.argv[2] === "scale") {
+  for (const [name, figure, verdict] of rows) console.log(`${name}  ${figure}${verdict ? `  [${verdict}]` : ""}`);
+  process.exit(0);
+}
 
 measure("check, LocalAI 234 entries", ["check", "--matrix", "examples/localai/strata-pr9672.yaml"], { ms: 300 });
 measure("plan --json, default matrix", ["plan", "--json"]);

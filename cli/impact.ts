@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { dirname, isAbsolute, join, posix, relative, resolve, sep } from "node:path";
 import { parseArgs } from "node:util";
 import { formatProblem, MatrixError, type Problem } from "../matrix/errors.ts";
-import { comparePlans, formatImpact, impactJson, type ImpactReport, type PlanSide } from "../matrix/impact.ts";
+import { DEFAULT_RUNTIME_SHARD_SIZE, runtimeShards, shardsRuntimes, shardStackName } from "../components/shard-stacks.ts";
+import { comparePlans, formatImpact, impactJson, touchedRuntimeShards, type ImpactReport, type PlanSide } from "../matrix/impact.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { FORECAST_OPTIONS, FORECAST_USAGE, forecastForReport, forecastJson, forecastText } from "./forecast.ts";
@@ -22,7 +23,9 @@ entries added or removed, and entries renamed without a rebuild.
   --head REV     default: the working tree as it is (uncommitted and untracked files included)
   --matrix PATH  default: the stack's strata:matrix, else strata.yaml (a path in the working tree)
   --stack NAME   stack whose Pulumi.<stack>.yaml names the matrix (default dev)
-  --json         print one JSON object: {base, head, bases[], runtimes{added,removed,rebuilt,renamed}, rebuild{bases,runtimes}, forecast}
+  --json         print one JSON object: {base, head, bases[], runtimes{added,removed,rebuilt,renamed}, rebuild{bases,runtimes},
+                 shards{bases,runtimes}, forecast}: shards are the base shard stacks (<stack>-base-<name>) and runtime
+                 shards (runtimes-<k>, above the stack's strata:runtimeShardSize) the change touches
 ${FORECAST_USAGE}
 
 Exit status:
@@ -52,6 +55,8 @@ export interface ImpactOptions {
   head?: string;
   /** Matrix file, relative to cwd (in the working tree). */
   matrix: string;
+  /** The stack whose shard stacks the report names (its Pulumi.<stack>.yaml gives strata:runtimeShardSize). Default dev. */
+  stack?: string;
 }
 
 export interface ImpactResult {
@@ -63,8 +68,8 @@ export interface ImpactResult {
   notes: string[];
   /** Matrix path relative to the repository root. */
   matrix: string;
-  /** The plan at the head side (for the rebuild forecast). */
-  headPlan: BuildPlan;
+  /** The build plans compared (empty plans where the matrix is missing); the head's feeds the rebuild forecast. */
+  plans: { base: BuildPlan; head: BuildPlan };
 }
 
 /** Runs git in `cwd`; throws ImpactUsageError with git's message on failure. */
@@ -252,7 +257,9 @@ export function computeImpact(opts: ImpactOptions): ImpactResult {
     if (oldSide.missing) notes.push(`${matrixRel} does not exist at ${base.label}: every entry is added`);
     if (newSide.missing) notes.push(`${matrixRel} does not exist at ${headLabel}: every entry is removed`);
     const report = comparePlans(oldSide.side, newSide.side, { base: base.label, head: headLabel });
-    return { report, baseSha: base.sha, headSha, notes, matrix: matrixRel, headPlan: newSide.side.plan };
+    const stack = opts.stack ?? "dev";
+    report.shards = shardsOf({ report, plans: { base: oldSide.side.plan, head: newSide.side.plan } }, stack, runtimeShardSizeOf(stack, cwd));
+    return { report, baseSha: base.sha, headSha, notes, matrix: matrixRel, plans: { base: oldSide.side.plan, head: newSide.side.plan } };
   } finally {
     for (const s of sides) s.cleanup();
   }
@@ -263,6 +270,28 @@ export function matrixFor(values: { matrix?: string; stack?: string }): string {
   if (values.matrix) return values.matrix;
   const { config } = readStackFile(values.stack ?? "dev");
   return (config["strata:matrix"] as string | undefined) ?? "strata.yaml";
+}
+
+/**
+ * The shard stacks of `stack` a change touches: base shards of the bases to rebuild, and runtime shards by the
+ * stack's strata:runtimeShardSize, compared at both revisions.
+ */
+export function shardsOf(result: Pick<ImpactResult, "report" | "plans">, stack: string, size: number): { bases: string[]; runtimes: string[] } {
+  try {
+    const groups = (plan: BuildPlan) => (shardsRuntimes(plan, size) ? runtimeShards(plan, stack, size) : []);
+    return {
+      bases: result.report.rebuild.bases.map((b) => shardStackName(stack, b)),
+      runtimes: touchedRuntimeShards(result.report, groups(result.plans.base), groups(result.plans.head)),
+    };
+  } catch (err) {
+    throw new ImpactUsageError(`shard stacks of '${stack}': ${(err as Error).message}`);
+  }
+}
+
+/** The stack's strata:runtimeShardSize (Pulumi.<stack>.yaml in `dir`), else the default. */
+function runtimeShardSizeOf(stack: string, dir: string): number {
+  const size = readStackFile(stack, dir).config["strata:runtimeShardSize"];
+  return typeof size === "number" && Number.isInteger(size) && size >= 1 ? size : DEFAULT_RUNTIME_SHARD_SIZE;
 }
 
 /** `strata impact`: parses its flags, prints the table or JSON, returns the exit status. */
@@ -292,9 +321,9 @@ export async function impactCommand(args: string[]): Promise<number> {
     return 0;
   }
   try {
-    const result = computeImpact({ base: values.base, head: values.head, matrix: matrixFor(values) });
+    const result = computeImpact({ base: values.base, head: values.head, matrix: matrixFor(values), stack: values.stack });
     for (const n of result.notes) process.stderr.write(`strata impact: ${n}\n`);
-    const forecast = await forecastForReport(result.report, result.headPlan, values);
+    const forecast = await forecastForReport(result.report, result.plans.head, values);
     const text = values.json
       ? JSON.stringify({ ...impactJson(result.report), forecast: forecastJson(forecast) }, null, 2)
       : formatImpact(result.report, { baseSha: result.baseSha, matrix: result.matrix }) + forecastText(forecast, values);

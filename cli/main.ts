@@ -11,38 +11,60 @@ import { bakeFile, pinsFromMetadata } from "./bake.ts";
 import { table } from "./plan.ts";
 import { readStackFile } from "./stack.ts";
 
-const USAGE = `strata: layered GPU container images from one matrix file
-
-Usage:
-  strata check [--matrix PATH] [--json]
-      Validate the matrix and print the bases it derives. Exit 1 on any error.
-  strata plan [--stack NAME] [--matrix PATH] [--json]
-      Run the Pulumi program offline under mocks and show everything \`pulumi up\` would declare.
+/** Each command's usage, as `strata <command> --help` prints it. */
+const COMMAND_USAGE = {
+  check: `  strata check [--matrix PATH] [--stack NAME] [--json]
+      Validate the matrix and print the bases it derives. Exit 1 on any error.`,
+  plan: `  strata plan [--stack NAME] [--matrix PATH] [--shard NAME] [--json]
+      Run the Pulumi program offline under mocks and show everything \`pulumi up\` would declare (--json: every
+      resource with its inputs, secrets masked, and the stack outputs). Above strata:runtimeShardSize runtimes the
+      root shows its runtime shards in summary; --shard runtimes-<k> (or base-<name>) plans one shard stack in full,
+      its root's outputs taken from the root's own offline plan. A shard stack (strata:shardOf) plans the same way.
   strata plan ... --recorded OUTPUTS [--history FILE | --history-registry HOST[/PREFIX]]
       Explain, base by base, why the matrix differs from a stack's recorded \`bases\` output
       (pulumi stack output bases --json > OUTPUTS): what \`pulumi preview\` would update, in words,
-      and what the rebuild will cost, forecast from earlier builds' records.
-  strata bake [--stack NAME] [--matrix PATH] [--registry HOST[:PORT]] [--version V] [--pin METADATA] [--out FILE]
-      Write a docker buildx bake file with the same builds (groups: bases, runtimes).
-  strata impact [--base REV] [--head REV] [--matrix PATH] [--json] [--history FILE | --history-registry HOST[/PREFIX]]
+      and what the rebuild will cost, forecast from earlier builds' records.`,
+  bake: `  strata bake [--stack NAME] [--matrix PATH] [--registry HOST[:PORT]] [--version V] [--pin METADATA] [--out FILE]
+      Write a docker buildx bake file with the same builds (groups: bases, runtimes).`,
+  impact: `  strata impact [--base REV] [--head REV] [--matrix PATH] [--stack NAME] [--json] [--history FILE | --history-registry HOST[/PREFIX]]
       Show which bases and runtimes a change rebuilds, and why (default: merge-base with the default branch
-      → working tree). Exit 0 whether or not something rebuilds; 1 invalid matrix at a revision; 2 usage or git error.
-  strata workflows [--stack NAME] [--matrix PATH] [--out DIR] [--check] [--shard-size N] [--no-shard]
+      → working tree), and the shard stacks it touches. Exit 0 whether or not something rebuilds; 1 invalid
+      matrix at a revision; 2 usage or git error.`,
+  workflows: `  strata workflows [--stack NAME] [--matrix PATH] [--out DIR] [--check] [--shard-size N] [--no-shard]
       Generate .github/workflows/ (build-bases, build-runtimes, pr-check) from the matrix and stack config;
-      --check exits 1 when the committed files are out of date.
-  strata record --base NAME --registry HOST[/PREFIX] --started-at ISO [--build-log FILE] ...
-      Append a base build's wall time, instance, spot/on-demand and cached steps to its build-record ledger.
-  strata smoke --base NAME [--out FILE]
-      Write the GPU gate's smoke test for a base (nvidia-smi, torch/CUDA, arch list, flash-attention, matmul).
-  strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--in-use FILE] [--apply]
-      List (dry run) or delete base tags no current base, kept release or open pull request uses.
+      --check exits 1 when the committed files are out of date.`,
+  record: `  strata record --base NAME --registry HOST[/PREFIX] --started-at ISO [--build-log FILE] ...
+      Append a base build's wall time, instance, spot/on-demand and cached steps to its build-record ledger.`,
+  smoke: `  strata smoke --base NAME [--out FILE]
+      Write the GPU gate's smoke test for a base (nvidia-smi, torch/CUDA, arch list, flash-attention, matmul).`,
+  gc: `  strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--in-use FILE] [--apply]
+      List (dry run) or delete base tags no current base, kept release or open pull request uses.`,
+} as const;
+
+const USAGE = `strata: layered GPU container images from one matrix file
+
+Usage:
+${Object.values(COMMAND_USAGE).join("\n")}
 
 The matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.
+\`strata <command> --help\` shows one command.
 Exit status: 0 success; 1 invalid input (matrix, derive source, Dockerfiles, stack config: each problem at
 file:line:col), workflows --check out of date; 2 usage error (impact: also a git error); 3 a bug in strata.`;
 
-/** A mistake in how strata was called: usage text, exit 2. */
-class UsageError extends Error {}
+/** One command's usage text. */
+function commandUsage(command: keyof typeof COMMAND_USAGE): string {
+  return `Usage:\n${COMMAND_USAGE[command]}\n\nThe matrix defaults to the stack's strata:matrix, else strata.yaml. The stack defaults to dev.`;
+}
+
+/** A mistake in how strata was called: usage text (of `command` when known), exit 2. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command?: keyof typeof COMMAND_USAGE,
+  ) {
+    super(message);
+  }
+}
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 const COMMON: Options = {
@@ -57,9 +79,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case "check":
-        return check(parse(rest, COMMON));
+        return check(parse(rest, COMMON, "check"));
       case "plan":
-        return await plan(parse(rest, { ...COMMON, recorded: { type: "string" }, history: { type: "string" }, "history-registry": { type: "string" } }));
+        return await plan(parse(rest, { ...COMMON, recorded: { type: "string" }, shard: { type: "string" }, history: { type: "string" }, "history-registry": { type: "string" } }, "plan"));
       case "workflows": {
         const { workflowsCommand } = await import("./workflows.ts");
         return await workflowsCommand(rest);
@@ -75,7 +97,7 @@ export async function main(argv: string[]): Promise<number> {
       case "gc":
         return await (await import("./gc.ts")).gcCommand(rest);
       case "bake":
-        return bake(parse(rest, { ...COMMON, registry: { type: "string" }, version: { type: "string" }, pin: { type: "string" }, out: { type: "string", short: "o" } }));
+        return bake(parse(rest, { ...COMMON, registry: { type: "string" }, version: { type: "string" }, pin: { type: "string" }, out: { type: "string", short: "o" } }, "bake"));
       case undefined:
       case "help":
       case "--help":
@@ -87,7 +109,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`strata: ${err.message}\n\n${USAGE}\n`);
+      process.stderr.write(`strata: ${err.message}\n\n${err.command ? commandUsage(err.command) : USAGE}\n`);
       return 2;
     }
     if (err instanceof MatrixError) {
@@ -101,18 +123,18 @@ export async function main(argv: string[]): Promise<number> {
 
 type Values = Record<string, string | boolean | undefined>;
 
-function parse(args: string[], options: Options): Values {
+function parse(args: string[], options: Options, command: keyof typeof COMMAND_USAGE): Values {
+  let values;
   try {
-    const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
-    if (values.help) {
-      process.stdout.write(USAGE + "\n");
-      process.exit(0);
-    }
-    return values as Values;
+    values = parseArgs({ args, options, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    if (err instanceof UsageError) throw err;
-    throw new UsageError((err as Error).message);
+    throw new UsageError((err as Error).message, command);
   }
+  if (values.help) {
+    process.stdout.write(commandUsage(command) + "\n");
+    process.exit(0);
+  }
+  return values as Values;
 }
 
 /** The stack's config from Pulumi.<stack>.yaml, with --matrix applied. */
@@ -150,20 +172,20 @@ async function plan(v: Values): Promise<number> {
     return explainStack(v.recorded as string, buildPlan, v.json === true, v);
   }
   deferTypeScript();
-  const { runProgram } = await import("./program.ts");
-  const { planReport, formatPlan } = await import("./plan.ts");
+  const { planReport, formatPlan, offlinePlan, ShardPlanError } = await import("./plan.ts");
   const { RunError } = await import("@pulumi/pulumi");
-  let run;
+  let planned;
   try {
-    run = await runProgram({ stack, config, secretKeys, lean: !process.env.STRATA_DEBUG });
+    planned = await offlinePlan({ stack, config, secretKeys, shard: v.shard as string | undefined, lean: !process.env.STRATA_DEBUG });
   } catch (err) {
-    if (err instanceof RunError) {
+    if (err instanceof RunError || err instanceof ShardPlanError) {
       process.stderr.write(`${err.message}\nstrata: nothing was declared\n`);
       return 1;
     }
     throw err;
   }
-  const report = planReport(stack, matrix, run);
+  for (const note of planned.notes) process.stderr.write(`strata plan: ${note}\n`);
+  const report = planReport(planned.stack, matrix, planned.run);
   process.stdout.write((v.json ? JSON.stringify(report, null, 2) : formatPlan(report)) + "\n");
   return 0;
 }

@@ -37,20 +37,31 @@ export interface RunOptions {
   stackOutputs?: Record<string, Record<string, unknown>>;
 }
 
-/** Fixed fake account facts used for every offline answer. */
+/** Fixed fake account facts used for every offline answer; the region is the stack's `aws:region` when it sets one. */
 export const OFFLINE = { account: "123456789012", region: "us-east-1", ami: "ami-0abc1234def567890" };
+
+type Facts = typeof OFFLINE;
+
+/** The offline facts for a stack's config: its `aws:region`, else us-east-1. */
+export function offlineFacts(config: Record<string, unknown>): Facts {
+  const region = config["aws:region"];
+  return { ...OFFLINE, ...(typeof region === "string" && /^[a-z]{2}(-[a-z]+)+-\d$/.test(region) ? { region } : {}) };
+}
+
+
 
 /**
  * Runs the real strata program in this process under Pulumi's mock runtime, recording every resource it
  * registers. Nothing leaves the machine: resources get deterministic fake outputs, and any invoke the program
  * makes that has no offline answer here is an error (so a new cloud lookup cannot slip in unnoticed).
- * One run per process: the Pulumi runtime is global.
+ * One run at a time per process: the Pulumi runtime is global (each run replaces its mocks and config).
  */
 export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   const resources: RecordedResource[] = [];
   const byUrn = new Map<string, RecordedResource>();
   const parents = new Map<string, string>();
   let pending = 0;
+  const facts = offlineFacts(opts.config);
 
   await pulumi.runtime.setMocks(
     {
@@ -58,13 +69,13 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
         const state =
           args.type === "pulumi:pulumi:StackReference"
             ? { name: args.inputs.name, outputs: stackOutputsOf(opts.stackOutputs ?? {}, args.inputs.name), secretOutputNames: [] }
-            : offlineState(args.type, args.name, args.inputs);
+            : offlineState(args.type, args.name, args.inputs, facts);
         const id = args.custom ? `${args.name}-id` : undefined;
         resources.push({ type: args.type, name: args.name, urn: "", custom: args.custom ?? false, inputs: args.inputs, state });
         return { id, state };
       },
       call(args) {
-        return offlineCall(args.token, args.inputs);
+        return offlineCall(args.token, args.inputs, facts);
       },
     },
     "strata",
@@ -102,15 +113,37 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   // Set only once every module is loaded: module loading itself relies on stack traces.
   const stackTraceLimit = Error.stackTraceLimit;
   if (opts.lean) Error.stackTraceLimit = 0;
-  let outputs: Record<string, unknown>;
+  let outputs: Record<string, unknown> = {};
+  // An error inside an Output (a base ref a runtime may not use yet) fails the registration that awaits it, and the
+  // outputs that depend on it never resolve: the engine would fail the update with its message, so does this run.
+  const failures: unknown[] = [];
+  let failed!: (reason: unknown) => void;
+  const failure = new Promise<never>((_, reject) => (failed = reject));
+  failure.catch(() => {});
+  const onRejection = (reason: unknown) => {
+    failures.push(reason);
+    failed(reason);
+  };
+  process.on("unhandledRejection", onRejection);
   try {
-    const result = await program();
-    outputs = await new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>)));
+    const result = await Promise.race([program(), failure]);
+    outputs = await Promise.race([new Promise<Record<string, unknown>>((resolve) => pulumi.output(result).apply((v) => resolve(v as Record<string, unknown>))), failure]);
     // Resources can register late (a Lambda waits for its code bundle): wait until Pulumi has no RPC in flight.
-    await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+    await Promise.race([(pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs(), failure]);
     await settle(() => pending);
+  } catch (err) {
+    // Let registrations already sent finish, so none lands in a later run of this process.
+    await Promise.race([(pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs().catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+    await settle(() => pending, 5000);
+    if (failures.length === 0) throw err;
   } finally {
     Error.stackTraceLimit = stackTraceLimit;
+    process.off("unhandledRejection", onRejection);
+  }
+  if (failures.length > 0) {
+    const messages = [...new Set(failures.map((f) => (f instanceof Error ? f.message : String(f)).replace(/^error serializing property "[^"]*": /, "")))];
+    const shown = messages.slice(0, 10).join("\n");
+    throw new pulumi.RunError(messages.length > 10 ? `${shown}\n... and ${messages.length - 10} more` : shown);
   }
 
   for (const r of resources) {
@@ -124,10 +157,11 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   return { resources: resources.filter((r) => r.type !== "pulumi:pulumi:Stack"), outputs };
 }
 
-/** Waits until no registration is in flight for a few turns of the event loop. */
-async function settle(pending: () => number): Promise<void> {
+/** Waits until no registration is in flight for a few turns of the event loop (at most `maxMs`). */
+async function settle(pending: () => number, maxMs = Infinity): Promise<void> {
   let quiet = 0;
-  while (quiet < 3) {
+  const until = performance.now() + maxMs;
+  while (quiet < 3 && performance.now() < until) {
     await new Promise((r) => setImmediate(r));
     quiet = pending() === 0 ? quiet + 1 : 0;
   }
@@ -143,8 +177,8 @@ function digestOf(value: unknown): string {
 }
 
 /** Fake outputs for a resource, derived from its inputs so that the same inputs give the same outputs. */
-function offlineState(type: string, name: string, inputs: Record<string, any>): Record<string, unknown> {
-  const { account, region } = OFFLINE;
+function offlineState(type: string, name: string, inputs: Record<string, any>, facts: Facts): Record<string, unknown> {
+  const { account, region } = facts;
   switch (type) {
     case "docker-build:index:Image": {
       const digest = digestOf(inputs);
@@ -172,8 +206,8 @@ function offlineState(type: string, name: string, inputs: Record<string, any>): 
 }
 
 /** Offline answers for the invokes strata makes; anything else is an error. */
-function offlineCall(token: string, inputs: Record<string, any>): Record<string, unknown> {
-  const { account, region, ami } = OFFLINE;
+function offlineCall(token: string, inputs: Record<string, any>, facts: Facts): Record<string, unknown> {
+  const { account, region, ami } = facts;
   switch (token) {
     case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
       return {
@@ -193,7 +227,7 @@ function offlineCall(token: string, inputs: Record<string, any>): Record<string,
     case "aws:index/getPartition:getPartition":
       return { id: "aws", partition: "aws", dnsSuffix: "amazonaws.com", reverseDnsPrefix: "com.amazonaws" };
     case "aws:index/getAvailabilityZones:getAvailabilityZones":
-      return { id: region, names: [`${region}a`, `${region}b`, `${region}c`], zoneIds: ["use1-az1", "use1-az2", "use1-az4"], groupNames: [region] };
+      return { id: region, names: [`${region}a`, `${region}b`, `${region}c`], zoneIds: ["az1", "az2", "az4"].map((z) => `${region.replace(/^(\w\w)-(\w)\w*-(\d)$/, "$1$2$3")}-${z}`), groupNames: [region] };
     case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
       // Offline, every requested type is offered in every zone.
       const types: string[] = inputs.filters?.find((f: { name: string }) => f.name === "instance-type")?.values ?? [];

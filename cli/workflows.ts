@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { GitHubConfigError, parseGitHubConfig } from "../components/github-trust.ts";
@@ -63,6 +63,15 @@ export async function workflowsCommand(args: string[]): Promise<number> {
     for (const w of plan.warnings) process.stderr.write(formatProblem(w, "warning") + "\n");
     const github = workflowSettings(config["strata:github"], `Pulumi.${stack}.yaml strata:github`);
     const registryKind = (kind ?? (config["strata:registry"] as { kind?: string } | undefined)?.kind ?? "ecr") as WorkflowOptions["registryKind"];
+    if (registryKind === "local") {
+      process.stderr.write(localRegistryHelp(stack, "."));
+      return 1;
+    }
+    const runtimeShardSize = config["strata:runtimeShardSize"];
+    if (runtimeShardSize !== undefined && !(typeof runtimeShardSize === "number" && Number.isInteger(runtimeShardSize) && runtimeShardSize >= 1)) {
+      process.stderr.write(`strata workflows: Pulumi.${stack}.yaml strata:runtimeShardSize must be a whole number of at least 1, got ${JSON.stringify(runtimeShardSize)}\n`);
+      return 1;
+    }
     const files = generateWorkflows(plan, {
       stack,
       matrix,
@@ -71,6 +80,7 @@ export async function workflowsCommand(args: string[]): Promise<number> {
       pools: fleetPools(config["strata:fleet"], `Pulumi.${stack}.yaml strata:fleet`),
       shardSize,
       sharding: !values["no-shard"],
+      runtimeShardSize: runtimeShardSize as number | undefined,
     });
     if (values.check) {
       const stale = Object.entries(files).filter(([path, content]) => {
@@ -99,6 +109,32 @@ export async function workflowsCommand(args: string[]): Promise<number> {
     }
     throw err;
   }
+}
+
+/**
+ * What to do when the stack pushes to a local registry, which no GitHub runner can reach: the stacks here that
+ * push elsewhere, or how to make one.
+ */
+export function localRegistryHelp(stack: string, dir: string): string {
+  const others = readdirSync(dir)
+    .map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1])
+    .filter((s): s is string => s !== undefined && s !== stack)
+    .filter((s) => {
+      try {
+        return ((readStackFile(s, dir).config["strata:registry"] as { kind?: string } | undefined)?.kind ?? "ecr") !== "local";
+      } catch {
+        return false; // a stack file that does not parse is not a suggestion
+      }
+    })
+    .sort();
+  return [
+    `strata workflows: stack '${stack}' pushes to a local registry, which GitHub-hosted and fleet runners cannot reach; workflows are generated for the stack CI deploys.`,
+    others.length > 0
+      ? `  next: \`strata workflows --stack ${others[0]}\`${others.length > 1 ? ` (stacks here with a reachable registry: ${others.join(", ")})` : ""}`
+      : "  next: create a stack with strata:registry.kind ecr or external (see the README's Registry section), then `strata workflows --stack NAME`",
+    "  or, to see the workflows for this matrix with ECR anyway: `strata workflows --stack " + stack + " --registry-kind ecr --out DIR`",
+    "",
+  ].join("\n");
 }
 
 /** The workflow-relevant part of `strata:github`; without that config, the defaults (no repository needed here). */

@@ -1,5 +1,7 @@
+import { getHeapStatistics } from "node:v8";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { MatrixError, type Location } from "../matrix/errors.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import type { RegistryAuth } from "./registry.ts";
 import { shardStacks } from "./shard-stacks.ts";
@@ -125,11 +127,14 @@ export class ShardRegistry extends pulumi.ComponentResource {
   readonly repositoryArns: pulumi.Output<string>[] = [];
   readonly auth?: RegistryAuth;
   readonly kind: ShardRegistryArgs["kind"];
+  /** The root stack's reference: runtime shards also read its `baseRefs` through it. */
+  readonly root: pulumi.StackReference;
 
   constructor(name: string, args: ShardRegistryArgs, opts?: pulumi.ComponentResourceOptions) {
     super("strata:shards:ShardRegistry", name, {}, opts);
     this.kind = args.kind;
     const root = new pulumi.StackReference(`${name}-root`, { name: qualifiedStackName(args.root) }, { parent: this });
+    this.root = root;
     const required = (key: string) =>
       root.getOutput(key).apply((v) => {
         if (typeof v !== "string" || v === "") {
@@ -151,4 +156,71 @@ export class ShardRegistry extends pulumi.ComponentResource {
     }
     this.registerOutputs({ address: this.address, basesRepository: this.basesRepository, cacheRepository: this.cacheRepository });
   }
+}
+
+/**
+ * A runtime shard's base refs: the root stack's `baseRefs` output (the bases it built, or read from its base
+ * shards), each checked against the identity tag the matrix derives now, as `baseRefsFromShards` checks a shard's.
+ * Read before anything is declared: a base the root has not published (or publishes under another tag) is one
+ * error naming every such base and what to run, and the shard declares nothing.
+ */
+export async function baseRefsFromRoot(root: pulumi.StackReference, plan: Pick<BuildPlan, "bases">, rootStack: string): Promise<Record<string, string>> {
+  const details = await root.getOutputDetails("baseRefs");
+  const published = details.value ?? details.secretValue;
+  const statuses = plan.bases.map((b) => shardRefStatus(b, rootStack, published));
+  const bad = statuses.filter((s) => s.status !== "current");
+  if (bad.length > 0) {
+    const tags = new Map(plan.bases.map((b) => [b.name, b.tag]));
+    const lines = bad.slice(0, 10).map((s) => `  base '${s.base}': ${s.status === "missing" ? "no ref published" : `publishes '${s.ref}'`}, the matrix wants tag '${tags.get(s.base)}'`);
+    throw new pulumi.RunError(
+      [
+        `root stack '${rootStack}' has not published ${bad.length} of the ${plan.bases.length} base(s) this runtime shard builds FROM:`,
+        ...lines,
+        ...(bad.length > 10 ? [`  ... and ${bad.length - 10} more`] : []),
+        `build and publish them first (workflow strata-build-bases, or \`pulumi up -s ${rootStack}\`), then update this shard`,
+      ].join("\n"),
+    );
+  }
+  return Object.fromEntries(statuses.map((s) => [s.base, s.ref!]));
+}
+
+/**
+ * Memory a declared resource costs the program (component, image inputs, Pulumi's bookkeeping), measured under
+ * the offline plan's mock runtime (about 0.22 MB at 10,000 resources) with a margin; a real `pulumi up` holds at least as much per resource.
+ */
+export const BYTES_PER_RESOURCE = 300 * 1024;
+
+/** How many resources a plan declares: per image a component, one Image per platform, Indexes for several. */
+export function estimateResources(plan: Pick<BuildPlan, "bases" | "runtimes">, opts: { bases: boolean; runtimes: boolean }): number {
+  const images = (platforms: number, tags: number) => 1 + platforms + (platforms > 1 ? tags : 0);
+  let n = 40; // registry, fleet and GitHub wiring, at most
+  if (opts.bases) for (const b of plan.bases) n += images(b.platforms.length, 1);
+  if (opts.runtimes) for (const r of plan.runtimes) n += images(r.platforms.length, r.tags.length);
+  return n;
+}
+
+/**
+ * Refuses, before declaring anything, a plan whose resources would not fit the heap this process may still use
+ * (V8 would abort with "JavaScript heap out of memory" and no message): an error at the matrix naming the count
+ * and the setting that shards it.
+ */
+export function checkPlanSize(
+  plan: Pick<BuildPlan, "bases" | "runtimes">,
+  opts: { bases: boolean; runtimes: boolean; at: Location; shardSize: number; heapBytes?: number },
+): void {
+  const resources = estimateResources(plan, opts);
+  const heap = getHeapStatistics();
+  const available = opts.heapBytes ?? heap.heap_size_limit - heap.used_heap_size;
+  const needed = resources * BYTES_PER_RESOURCE;
+  if (needed <= available) return;
+  const mb = (b: number) => Math.round(b / 2 ** 20);
+  throw new MatrixError([
+    {
+      ...opts.at,
+      message: `this stack would declare about ${resources} resources (${plan.runtimes.length} runtime(s), ${plan.bases.length} base(s)), about ${mb(needed)} MB, more than the ${mb(available)} MB of heap left to this process`,
+      fix: opts.runtimes
+        ? `lower strata:runtimeShardSize (now ${opts.shardSize}) so the runtimes are declared by runtime shard stacks of that size, or give Node more heap (NODE_OPTIONS=--max-old-space-size=MB)`
+        : "declare the bases in base shard stacks (strata:baseShards: true), or give Node more heap (NODE_OPTIONS=--max-old-space-size=MB)",
+    },
+  ]);
 }

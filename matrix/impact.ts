@@ -47,6 +47,36 @@ export interface ImpactReport {
   rebuild: { bases: string[]; runtimes: string[] };
   /** Not part of the JSON contract: why each rebuilt or renamed runtime is listed (head name → sentences). */
   runtimeReasons: Record<string, string[]>;
+  /**
+   * The shard stacks the change touches, when the caller knows the stack (`touchedShards`): base shard stacks
+   * `<stack>-base-<name>` of the bases to rebuild, and runtime shards `runtimes-<k>` (empty below the threshold).
+   */
+  shards?: { bases: string[]; runtimes: string[] };
+}
+
+/** A runtime shard as impact needs it: its name and the runtimes it declares. */
+export interface ShardGroup {
+  name: string;
+  runtimes: readonly string[];
+}
+
+/**
+ * The runtime shards a change touches: at head, every shard holding a runtime to rebuild or an added one, and every
+ * shard whose set of runtimes differs from the same shard's at base (a runtime removed, renamed, or moved to a
+ * neighbouring shard: that shard's stack must drop it). In head's shard order, then shards only base had.
+ */
+export function touchedRuntimeShards(report: Pick<ImpactReport, "rebuild" | "runtimes">, before: readonly ShardGroup[], after: readonly ShardGroup[]): string[] {
+  const rebuild = new Set([...report.rebuild.runtimes, ...report.runtimes.added]);
+  const old = new Map(before.map((g) => [g.name, new Set(g.runtimes)]));
+  const touched: string[] = [];
+  for (const g of after) {
+    const was = old.get(g.name);
+    const moved = !was || was.size !== g.runtimes.length || g.runtimes.some((r) => !was.has(r));
+    if (moved || g.runtimes.some((r) => rebuild.has(r))) touched.push(g.name);
+  }
+  const now = new Set(after.map((g) => g.name));
+  for (const g of before) if (!now.has(g.name)) touched.push(g.name);
+  return touched;
 }
 
 /** One side of the comparison: a plan and, optionally, a reader of files relative to its matrix directory. */
@@ -60,7 +90,7 @@ export interface PlanSide {
 export function impactJson(report: ImpactReport): Omit<ImpactReport, "runtimeReasons"> {
   const reason = (r: Reason): Reason => ({ kind: r.kind, detail: r.detail, ...(r.path !== undefined && { path: r.path }), ...(r.arg !== undefined && { arg: r.arg }), ...(r.old !== undefined && { old: r.old }), ...(r.new !== undefined && { new: r.new }) });
   const bases = report.bases.map((b) => ({ ...b, reasons: b.reasons.map(reason) }));
-  return { base: report.base, head: report.head, bases, runtimes: report.runtimes, rebuild: report.rebuild };
+  return { base: report.base, head: report.head, bases, runtimes: report.runtimes, rebuild: report.rebuild, ...(report.shards ? { shards: report.shards } : {}) };
 }
 
 /** Compares the plan at `base` with the plan at `head`. Bases whose identity did not change are not listed. */
@@ -496,6 +526,12 @@ export function formatImpact(report: ImpactReport, opts: { maxReasons?: number; 
       for (const name of rt.rebuilt.slice(0, max * 2)) out.push(`    ${name}: ${(report.runtimeReasons[name] ?? []).join("; ")}`);
       if (rt.rebuilt.length > max * 2) out.push(`    ... and ${rt.rebuilt.length - max * 2} more (see --json)`);
     }
+  }
+  if (report.shards && report.shards.bases.length + report.shards.runtimes.length > 0) {
+    out.push("");
+    out.push("Shard stacks to update:");
+    if (report.shards.bases.length) out.push(`  base shards (${report.shards.bases.length}): ${summarise(report.shards.bases, 20)}`);
+    if (report.shards.runtimes.length) out.push(`  runtime shards (${report.shards.runtimes.length}): ${summarise(report.shards.runtimes, 20)}`);
   }
   return out.join("\n");
 }

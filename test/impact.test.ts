@@ -411,7 +411,7 @@ describe("strata impact CLI", () => {
     const { code, out } = await run(dir, ["--base", "HEAD", "--json"]);
     assert.equal(code, 0);
     const j = JSON.parse(out);
-    assert.deepEqual(Object.keys(j), ["base", "head", "bases", "runtimes", "rebuild", "forecast"]);
+    assert.deepEqual(Object.keys(j), ["base", "head", "bases", "runtimes", "rebuild", "shards", "forecast"]);
     assert.equal(j.forecast.headline, "this change rebuilds 4 bases: no history to forecast from");
     delete j.forecast;
     assert.equal(j.head, "worktree");

@@ -1,7 +1,7 @@
 import { stringify } from "yaml";
 import { DEFAULT_LABELS, DEFAULT_POOL_NAME, labelSetKey, parseFleetConfig } from "../components/fleet/config.ts";
 import { SECRETS, VARIABLES } from "../components/github-trust.ts";
-import { SHARD_INFIX } from "../components/shard-stacks.ts";
+import { DEFAULT_RUNTIME_SHARD_SIZE, RUNTIME_SHARD_INFIX, runtimeShards, SHARD_INFIX, shardsRuntimes } from "../components/shard-stacks.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 
 /**
@@ -79,6 +79,11 @@ export interface WorkflowOptions {
   gcMinAgeDays?: number;
   /** Base GC: cron schedule (UTC). Default `17 4 * * 0` (Sundays 04:17). */
   gcSchedule?: string;
+  /**
+   * The stack's strata:runtimeShardSize: with more runtimes than this, the runtimes workflow runs one `pulumi up` per
+   * runtime shard stack `<stack>-runtimes-<k>` instead of one bake job per runtime. Default 500.
+   */
+  runtimeShardSize?: number;
 }
 
 /** A generator input problem: what is wrong and what to do. */
@@ -151,6 +156,7 @@ function resolve(opts: WorkflowOptions): Resolved {
     gcKeepReleases: 3,
     gcMinAgeDays: 30,
     gcSchedule: "17 4 * * 0",
+    runtimeShardSize: DEFAULT_RUNTIME_SHARD_SIZE,
     ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
   } as Resolved;
   if (!/^[A-Za-z0-9_.-]{1,100}$/.test(r.stack)) throw new WorkflowError(`stack '${r.stack}' is not a Pulumi stack name (letters, digits, '-', '_', '.')`);
@@ -424,6 +430,7 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
             "# The shard gets the root's config (registry, release, providers, secrets) and builds only its base.",
             'pulumi config cp --stack "$STRATA_STACK" --dest "$shard"',
             'pulumi config rm --stack "$shard" strata:bases >/dev/null 2>&1 || true',
+            'pulumi config rm --stack "$shard" strata:baseShards >/dev/null 2>&1 || true',
             "pulumi config set --stack \"$shard\" --path 'strata:bases[0]' \"$STRATA_BASE\"",
             'pulumi config set --stack "$shard" strata:runtimes false',
             'pulumi config set --stack "$shard" strata:shardOf "$STRATA_STACK"',
@@ -512,7 +519,8 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
   return toYaml(header(o, "Builds the CUDA/PyTorch bases whose identity changed, one job per base on the GPU runner fleet."), doc);
 }
 
-function runtimesWorkflow(plan: Pick<BuildPlan, "runtimes">, o: Resolved): string {
+function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolved): string {
+  if (shardsRuntimes(plan, o.runtimeShardSize)) return shardedRuntimesWorkflow(plan, o);
   const shards = shardCount(plan.runtimes.length, "runtimes", o);
   const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
   const jobs: Record<string, Json> = {};
@@ -603,6 +611,114 @@ function runtimesWorkflow(plan: Pick<BuildPlan, "runtimes">, o: Resolved): strin
     },
   };
   return toYaml(header(o, `Builds runtime images FROM the published bases (${VARIABLES.baseRefs}) on hosted runners, ${shards} job matrix(es) of at most ${size}.`), doc);
+}
+
+/**
+ * Above strata:runtimeShardSize runtimes: one job per runtime shard stack a change touches (`strata impact` names
+ * them; a release tag or `since: all` runs every shard), each a `pulumi up` of `<stack>-runtimes-<k>` that builds
+ * its runtimes FROM the bases the root stack publishes. The shard jobs run in parallel, in job matrices of at most
+ * 256 (the shard list is fixed here, so a matrix that changes the shards must regenerate this file).
+ */
+function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolved): string {
+  const all = runtimeShards(plan, o.stack, o.runtimeShardSize).map((s) => s.name);
+  const groups = shardCount(all.length, "runtime shards", o);
+  const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
+  const jobs: Record<string, Json> = {};
+  for (let i = 1; i <= groups; i++) {
+    jobs[`build-${i}`] = {
+      name: "Runtime shard ${{ matrix.shard }}",
+      needs: "select",
+      if: `needs.select.outputs.shards_${i} != '[]'`,
+      "runs-on": "ubuntu-latest",
+      "timeout-minutes": 360,
+      permissions: { contents: "read", "id-token": "write" },
+      // One update of a shard stack at a time (its lock would refuse a second one anyway).
+      concurrency: { group: `strata-runtimes-${o.stack}-\${{ matrix.shard }}`, "cancel-in-progress": false },
+      strategy: { "fail-fast": false, matrix: { shard: `\${{ fromJSON(needs.select.outputs.shards_${i}) }}` } },
+      env: { STRATA_SHARD: "${{ matrix.shard }}", VERSION: "${{ needs.select.outputs.version }}", SHA: "${{ needs.select.outputs.sha }}", ...PULUMI_ENV },
+      steps: [
+        ...setupSteps(o, undefined, "${{ needs.select.outputs.sha }}"),
+        { name: "Free disk space for CUDA layers", run: "sudo rm -rf /usr/share/dotnet /usr/local/lib/android /opt/ghc /opt/hostedtoolcache/CodeQL\ndf -h /\n" },
+        ...awsSteps(o, VARIABLES.pushRuntimes, 6 * 3600),
+        ...registryLogin(o),
+        { name: "Set up Docker Buildx", uses: ACTIONS.setupBuildx },
+        { name: "Install Pulumi", uses: ACTIONS.pulumi },
+        {
+          name: "pulumi up (runtime shard stack)",
+          run: sh([
+            "set -euo pipefail",
+            `shard="\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}"`,
+            'pulumi stack select --create "$shard" --non-interactive',
+            "# The shard gets the root's config (registry, release, strata:runtimeShardSize) and declares only its runtimes,",
+            "# FROM the base refs the root stack publishes (its output baseRefs).",
+            'pulumi config cp --stack "$STRATA_STACK" --dest "$shard"',
+            'pulumi config rm --stack "$shard" strata:bases >/dev/null 2>&1 || true',
+            'pulumi config rm --stack "$shard" strata:baseShards >/dev/null 2>&1 || true',
+            'pulumi config rm --stack "$shard" strata:runtimes >/dev/null 2>&1 || true',
+            'pulumi config set --stack "$shard" strata:shardOf "$STRATA_STACK"',
+            'pulumi config set --stack "$shard" strata:runtimeShard "$STRATA_SHARD"',
+            'pulumi config set --stack "$shard" --path strata:release.version "$VERSION"',
+            'pulumi config set --stack "$shard" --path strata:release.sha "$SHA"',
+            'pulumi up --stack "$shard" --yes --skip-preview --non-interactive',
+            "count=\"$(pulumi stack output --stack \"$shard\" runtimes --json | jq length)\"",
+            'echo "Runtime shard \\`$STRATA_SHARD\\` ($VERSION): $count runtime(s), stack $shard" >> "$GITHUB_STEP_SUMMARY"',
+          ]),
+        },
+      ],
+    };
+  }
+  const doc: Json = {
+    name: "strata build runtimes",
+    on: {
+      push: { tags: ["v*"] },
+      workflow_run: { workflows: ["strata build bases"], types: ["completed"], branches: [o.defaultBranch] },
+      workflow_dispatch: { inputs: { since: { description: "Commit to compare against (default: the last successful run); 'all' builds every runtime shard", required: false, type: "string", default: "" } } },
+    },
+    permissions: {},
+    concurrency: { group: "strata-runtimes-${{ github.ref }}", "cancel-in-progress": false },
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
+    jobs: {
+      select: {
+        name: "Runtime shards to update",
+        if: "${{ github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success' }}",
+        "runs-on": "ubuntu-latest",
+        permissions: { contents: "read", actions: "read" },
+        outputs: Object.fromEntries([
+          ["sha", "${{ steps.select.outputs.sha }}"],
+          ["version", "${{ steps.select.outputs.version }}"],
+          ["count", "${{ steps.select.outputs.count }}"],
+          ...Array.from({ length: groups }, (_, i) => [`shards_${i + 1}`, `\${{ steps.select.outputs.shards_${i + 1} }}`]),
+        ]),
+        steps: [
+          ...setupSteps(o, 0, "${{ github.event.workflow_run.head_sha || github.sha }}"),
+          sinceStep("strata-build-runtimes.yml"),
+          {
+            id: "select",
+            name: "Release tags update every runtime shard; the default branch those a change touches",
+            env: { SINCE: "${{ steps.since.outputs.since }}", REF_TYPE: "${{ github.ref_type }}", REF_NAME: "${{ github.ref_name }}", ALL_SHARDS: JSON.stringify(all) },
+            run: sh([
+              "set -euo pipefail",
+              `if [ "$REF_TYPE" = tag ]; then version="$REF_NAME"; else version="${o.defaultBranch}"; fi`,
+              'if [ "$REF_TYPE" = tag ] || [ "$SINCE" = all ]; then',
+              "  printf '%s' \"$ALL_SHARDS\" | jq -c 'sort_by(ltrimstr(\"runtimes-\") | tonumber)' > shards.json",
+              "else",
+              '  npx strata impact --json --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
+              "  jq -c '.shards.runtimes' impact.json > shards.json",
+              "fi",
+              ...shardOutputs("shards.json", "shards", groups, size, "runtime shards"),
+              '{ echo "sha=$(git rev-parse HEAD)"; echo "version=$version"; } >> "$GITHUB_OUTPUT"',
+              `echo "### Runtime shards to update ($version): $total of ${all.length}" >> "$GITHUB_STEP_SUMMARY"`,
+            ]),
+          },
+        ],
+      },
+      ...jobs,
+    },
+  };
+  return toYaml(
+    header(o, `Builds runtime images in ${all.length} runtime shard stacks (${o.stack}${RUNTIME_SHARD_INFIX}<k>, at most ${o.runtimeShardSize} runtimes each) FROM the bases the root stack publishes, ${groups} job matrix(es) of at most ${size} shards.`),
+    doc,
+  );
 }
 
 function prCheckWorkflow(o: Resolved): string {
