@@ -31,7 +31,7 @@ export const LIMITS = {
   /** Declared bases, and bases a derive section may produce. */
   bases: 1000,
   /** Declared runtimes, and consumer entries of a derive section. */
-  runtimes: 10_000,
+  runtimes: 100_000,
   /** Mapped fields, key fields and map entries of a derive section. */
   deriveFields: 256,
   /** A derive `pattern` (a JavaScript regular expression). */

@@ -61,7 +61,7 @@ test("plan --json masks secrets in resource inputs and outputs", async () => {
     stack: "ci",
     config: {
       "strata:registry": { kind: "ecr" },
-      "strata:fleet": { enabled: true, runnerOwner: "acme" },
+      "strata:fleet": { enabled: true, runnerOwner: "acme", repositories: ["acme/models"] },
       "strata:githubAppId": "1",
       "strata:githubAppInstallationId": "2",
       "strata:githubAppPrivateKey": KEY,
