@@ -172,6 +172,7 @@ function rows(d: Declared): Row[] {
     deny("fleet-scaleup", "sqs:SendMessage", otherQueue, "sending to another stack's queue"),
     deny("fleet-scaleup", "sqs:ReceiveMessage", otherQueue, "taking jobs off another stack's queue"),
     deny("fleet-scaleup", "sqs:SendMessage", queue(POOL_QUEUE), "enqueueing jobs itself"),
+    deny("fleet-scaleup", "sqs:SendMessage", queue(WAKE_QUEUE), "waking itself"),
     deny("fleet-scaleup", "secretsmanager:GetSecretValue", secret("webhook-secret"), "reading the webhook secret"),
 
     // Interruption handler (scaler/interruption.ts → handleInterruption): look the instance up, record, remove the idle runner.
