@@ -8,8 +8,14 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
+import { DescribeInstancesCommand } from "@aws-sdk/client-ec2";
+import { createWebhookHandler, handleInterruption, runHousekeeping, runScaleUp } from "../scaler/core.ts";
 import { cleanup, REPO, simpleProject } from "./helpers.ts";
 import { ACCOUNT, AMI, declareProgram, judge, REGION, type Call, type Declared, type Verdict } from "./iam/harness.ts";
+import { recordAwsCalls, type RecordedAwsCall } from "./iam/recorder.ts";
+import { delivery, jobPayload } from "./support/events.ts";
+import { createFleetStack, GPU, loopbackGitHub, WEBHOOK_SECRET } from "./support/fleet-stack.ts";
+import { startMoto } from "./support/moto.ts";
 
 const STACK = "sim";
 const POOL = "gpu-base-builder";
@@ -52,6 +58,16 @@ const queue = (name: string) => `arn:aws:sqs:${REGION}:${ACCOUNT}:${name}`;
 const POOL_QUEUE = `strata-${STACK}-${POOL}.fifo`;
 const WAKE_QUEUE = `strata-${STACK}-fleet-wake`;
 const otherQueue = queue(`strata-other-${POOL}.fifo`);
+/** What a row's resource is, in the terms test/iam/recorder.ts names a recorded call's resource. */
+function rowKind(resource: string): string {
+  if (resource.startsWith("arn:aws:ssm:") && resource.includes(`/strata/${STACK}/jit`)) return "jit";
+  if (resource.startsWith("arn:aws:ssm:") && resource.includes(`/strata/${STACK}/state`)) return "state";
+  if (resource === queue(POOL_QUEUE)) return "pool";
+  if (resource === queue(WAKE_QUEUE)) return "wake";
+  if (resource === secret("webhook-secret")) return "webhook-secret";
+  if (resource === secret("github-app")) return "github-app";
+  return /^arn:aws:(ec2|iam):|^\*$/.test(resource) ? "" : `other: ${resource}`;
+}
 const AMI_PARAMETER = `arn:aws:ssm:${REGION}::parameter/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id`;
 
 /** The instance's own request context: IAM sets ec2:SourceInstanceARN for instance-profile credentials. */
@@ -327,6 +343,56 @@ describe("IAM simulation of every declared policy", () => {
     assert.ok(actions.includes("ecr:BatchDeleteImage"), actions.join(", "));
     const allowed = new Set(rows(d).filter((r) => r.expect === "allowed" && r.principal === "github-gc").map((r) => r.action));
     assert.deepEqual(actions.filter((a) => !allowed.has(a)), [], "add an allowed github-gc row for each new call");
+  });
+
+  test("every AWS call each scaler handler really makes (moto, loopback GitHub) is allowed for that handler's role", async (t) => {
+    const moto = await startMoto();
+    t.after(() => moto.stop());
+    const github = loopbackGitHub();
+    await github.start();
+    t.after(() => github.close());
+    const fleet = await createFleetStack(moto, github);
+    const rec = recordAwsCalls(fleet);
+    const webhook = createWebhookHandler(fleet.deps);
+    const repo = { owner: "acme", repo: "models" };
+    const launched = async (jobId: number) => {
+      const { Reservations } = await fleet.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "tag:strata:job-id", Values: [String(jobId)] }, { Name: "instance-state-name", Values: ["pending", "running"] }] }));
+      const inst = Reservations![0]!.Instances![0]!;
+      return { id: inst.InstanceId!, runnerName: inst.Tags!.find((x) => x.Key === "strata:runner-name")!.Value! };
+    };
+
+    // A job queued, launched, interrupted, failed and re-run; another cancelled while it boots; a missed webhook.
+    github.addJob("acme/models", { id: 1, labels: GPU, run_id: 8001, name: "base" });
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("queued", 1, GPU, { ...repo, runId: 8001, name: "base" }))));
+    await rec.as("scaleup", () => runScaleUp(fleet.deps));
+    const first = await launched(1);
+    await rec.as("interruption", () => handleInterruption(fleet.deps, { "detail-type": "EC2 Spot Instance Interruption Warning", detail: { "instance-id": first.id, "instance-action": "terminate" } }));
+    await fleet.deps.ec2.terminate([first.id]);
+    Object.assign(github.jobs.get(1)!, { status: "completed", conclusion: "failure", runner_name: first.runnerName });
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("completed", 1, GPU, { ...repo, runnerName: first.runnerName, conclusion: "failure", runId: 8001, name: "base" }))));
+    github.addJob("acme/models", { id: 2, labels: GPU });
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("queued", 2, GPU, repo))));
+    await rec.as("scaleup", () => runScaleUp(fleet.deps));
+    github.jobs.get(2)!.status = "completed";
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("completed", 2, GPU, { ...repo, conclusion: "cancelled" }))));
+    github.addJob("acme/models", { id: 3, labels: GPU, created_at: new Date(Date.now() - 10 * 60_000).toISOString() });
+    await rec.as("housekeeping", () => runHousekeeping(fleet.deps));
+
+    const kind = (resource: string) => rowKind(resource);
+    const allowed = rows(d).filter((r) => r.expect === "allowed");
+    const missing = (calls: RecordedAwsCall[]) =>
+      calls.filter((c) => !allowed.some((r) => r.principal === `fleet-${c.handler}` && r.action === c.action && kind(r.resource) === c.kind)).map((c) => `${c.handler}: ${c.action} on ${c.kind || "*"}`);
+    const seen = (handler: string) => [...new Set(rec.calls.filter((c) => c.handler === handler).map((c) => `${c.action}${c.kind ? ` ${c.kind}` : ""}`))].sort();
+    // The scenario reaches each handler's main paths (so the check below is not vacuous).
+    for (const [handler, wanted] of Object.entries({
+      webhook: ["sqs:SendMessage pool", "sqs:SendMessage wake", "ssm:PutParameter state", "ssm:GetParameter state", "ssm:DeleteParameter jit", "ec2:TerminateInstances", "secretsmanager:GetSecretValue webhook-secret", "secretsmanager:GetSecretValue github-app"],
+      scaleup: ["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole", "ssm:PutParameter jit", "ssm:AddTagsToResource jit", "sqs:ReceiveMessage pool", "sqs:DeleteMessage pool", "ssm:GetParametersByPath state"],
+      interruption: ["ec2:DescribeInstances", "ssm:PutParameter state", "secretsmanager:GetSecretValue github-app"],
+      housekeeping: ["ec2:DescribeInstances", "ssm:GetParametersByPath jit", "ssm:GetParametersByPath state", "sqs:SendMessage pool"],
+    })) {
+      assert.deepEqual(wanted.filter((w) => !seen(handler).includes(w)), [], `${handler} made ${seen(handler).join(", ")}`);
+    }
+    assert.deepEqual([...new Set(missing(rec.calls))], [], "each call a handler makes needs an allowed row for its role");
   });
 
   test("every AWS CLI call of the instance's user data has an allowed row for the instance role", () => {
