@@ -17,6 +17,7 @@ export const VARIABLES = {
   pushBases: "STRATA_ROLE_PUSH_BASES",
   pushRuntimes: "STRATA_ROLE_PUSH_RUNTIMES",
   readOnly: "STRATA_ROLE_READ_ONLY",
+  gc: "STRATA_ROLE_GC",
   baseRefs: "STRATA_BASE_REFS",
   registryUsername: "STRATA_REGISTRY_USERNAME",
 } as const;
@@ -54,7 +55,7 @@ const GitHubConfigSchema = z.strictObject({
    * `repo:acme/strata:ref:refs/heads/release:job_workflow_ref:acme/strata/.github/workflows/strata-build-bases.yml@refs/heads/release`.
    * Default none.
    */
-  extraSubjects: z.strictObject({ pushBases: subjects, pushRuntimes: subjects, readOnly: subjects }).prefault({}),
+  extraSubjects: z.strictObject({ pushBases: subjects, pushRuntimes: subjects, readOnly: subjects, gc: subjects }).prefault({}),
   /** Accept trust subjects without a branch, tag or environment restriction (`repo:acme/strata:*`). Default false. */
   allowUnrestrictedTrust: z.boolean().default(false),
   /** Labels base-build jobs run on; some fleet pool must carry all of them. Default the fleet's default pool labels. */
@@ -100,8 +101,8 @@ export function parseGitHubConfig(raw: unknown, where = "strata:github"): GitHub
   return config;
 }
 
-/** The three roles and what each may do. */
-export type RoleKey = "pushBases" | "pushRuntimes" | "readOnly";
+/** The four roles: push bases, push runtimes, pull (pull requests), base GC (delete unused bases). */
+export type RoleKey = "pushBases" | "pushRuntimes" | "readOnly" | "gc";
 
 /**
  * The claims strata puts in each repository's OIDC `sub` (ActionsRepositoryOidcSubjectClaimCustomizationTemplate).
@@ -137,6 +138,8 @@ export function trustSubjects(config: Pick<GitHubConfig, "repositories" | "defau
     ],
     // Any workflow of the repository itself, run for a pull request: pull only.
     readOnly: [...per((r) => [`repo:${r}:pull_request:job_workflow_ref:${r}/.github/workflows/*`]), ...config.extraSubjects.readOnly],
+    // Only the scheduled base-GC workflow, as it is on the default branch: the one role that may delete images.
+    gc: [...per((r) => [sub(r, `ref:${branch}`, WORKFLOW_FILES.gc, branch)]), ...config.extraSubjects.gc],
   };
 }
 
@@ -206,6 +209,11 @@ export function checkTrustSubjects(subs: string[], role: RoleKey, allowUnrestric
 /** ECR actions: pulling, and pushing (which needs the pull actions too, for layer checks). */
 export const ECR_PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer"];
 export const ECR_PUSH = [...ECR_PULL, "ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"];
+/**
+ * What `strata gc` reads through the registry API (cli/gc.ts): tag lists (ListImages), manifests (BatchGetImage),
+ * image configs for their creation time (GetDownloadUrlForLayer), plus DescribeImages.
+ */
+export const ECR_GC_READ = ["ecr:BatchGetImage", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer", "ecr:ListImages"];
 
 export interface RepositoryArns {
   bases: string;
@@ -260,6 +268,9 @@ export function rolePolicy(role: RoleKey, arns: RepositoryArns): PolicyDocument 
     ],
     pushRuntimes: [login, allow("PushRuntimesAndCache", ECR_PUSH, [arns.runtimes, arns.cache]), allow("PullBases", ECR_PULL, [arns.bases])],
     readOnly: [login, allow("PullAll", ECR_PULL, [arns.bases, arns.runtimes, arns.cache])],
+    // strata gc reads all three repositories (runtimes keep the bases they were built FROM) and deletes unused
+    // base tags, their attestations and their build cache; it never pushes and never deletes a runtime.
+    gc: [login, allow("PruneBasesAndCache", [...ECR_GC_READ, "ecr:BatchDeleteImage"], [arns.bases, arns.cache]), allow("ReadRuntimes", ECR_GC_READ, [arns.runtimes])],
   }[role];
   return { Version: "2012-10-17", Statement: statements };
 }

@@ -49,11 +49,12 @@ export interface GitHubWiringArgs {
 
 /**
  * GitHub Actions wiring: AWS access by OIDC (no keys anywhere): a GitHub OIDC provider (or the account's existing
- * one), three roles whose trust is limited by the token's `sub` and `aud` claims and whose policies reach only
+ * one), four roles whose trust is limited by the token's `sub` and `aud` claims and whose policies reach only
  * strata's repositories. Each repository's OIDC subject is customised to carry `job_workflow_ref`, so push-bases
  * trusts only the base-build workflow on the default branch (or its protected environment), push-runtimes only the
  * runtime workflow on the default branch and on release tags (`v*`, which a tag ruleset lets only repository admins
- * create and nobody move or delete), read-only any workflow run for a pull request. Also the Actions variables and
+ * create and nobody move or delete), read-only any workflow run for a pull request, gc only the base-GC workflow on
+ * the default branch. Also the Actions variables and
  * secrets the generated workflows read, all taken from outputs so they change exactly when the infrastructure does.
  */
 export class GitHubWiring extends pulumi.ComponentResource {
@@ -95,10 +96,11 @@ export class GitHubWiring extends pulumi.ComponentResource {
         new aws.iam.RolePolicy(`${name}-${suffix}`, { role: r.id, policy: arns.apply((a) => stableJson(rolePolicy(key, a))) }, { parent: this });
         return r.arn;
       };
-      this.roleArns = { pushBases: role("pushBases", "push-bases"), pushRuntimes: role("pushRuntimes", "push-runtimes"), readOnly: role("readOnly", "read-only") };
+      this.roleArns = { pushBases: role("pushBases", "push-bases"), pushRuntimes: role("pushRuntimes", "push-runtimes"), readOnly: role("readOnly", "read-only"), gc: role("gc", "gc") };
       variables[VARIABLES.pushBases] = this.roleArns.pushBases;
       variables[VARIABLES.pushRuntimes] = this.roleArns.pushRuntimes;
       variables[VARIABLES.readOnly] = this.roleArns.readOnly;
+      variables[VARIABLES.gc] = this.roleArns.gc;
       variables[VARIABLES.region] = args.region ?? aws.getRegionOutput({}, { parent: this }).region;
     } else if (args.region) {
       variables[VARIABLES.region] = args.region;

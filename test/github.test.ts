@@ -60,6 +60,12 @@ describe("parseGitHubConfig", () => {
     assert.throws(() => parseGitHubConfig({ repositories: ["acme/strata"], extraSubjects: { pushBases: [old] } }), /extraSubjects\.pushBases\[0\]: .*not in the subject format strata sets.*job_workflow_ref/);
     const ok = "repo:acme/strata:ref:refs/heads/release:job_workflow_ref:acme/strata/.github/workflows/strata-build-bases.yml@refs/heads/release";
     assert.deepEqual(parseGitHubConfig({ repositories: ["acme/strata"], extraSubjects: { pushBases: [ok] } }).extraSubjects.pushBases, [ok]);
+    const gcOk = "repo:acme/strata:ref:refs/heads/release:job_workflow_ref:acme/strata/.github/workflows/strata-gc.yml@refs/heads/release";
+    assert.deepEqual(parseGitHubConfig({ repositories: ["acme/strata"], extraSubjects: { gc: [gcOk] } }).extraSubjects.gc, [gcOk]);
+    assert.throws(
+      () => parseGitHubConfig({ repositories: ["acme/strata"], extraSubjects: { gc: ["repo:acme/strata:pull_request:job_workflow_ref:acme/strata/.github/workflows/strata-gc.yml@refs/pull/1/merge"] } }),
+      /extraSubjects\.gc\[0\]: .*read-only role only/,
+    );
   });
 
   test("prefix wildcards are refused in trust subjects, branch and environment settings", () => {
@@ -110,8 +116,11 @@ describe("trust and permission policies", () => {
       `repo:acme/other:ref:refs/tags/v*:${runtimes("acme/other", "refs/tags/v*")}`,
     ]);
     assert.deepEqual(subs.readOnly, ["repo:acme/strata:pull_request:job_workflow_ref:acme/strata/.github/workflows/*", "repo:acme/other:pull_request:job_workflow_ref:acme/other/.github/workflows/*"]);
+    const gc = (r: string) => `repo:${r}:ref:refs/heads/main:job_workflow_ref:${r}/.github/workflows/strata-gc.yml@refs/heads/main`;
+    assert.deepEqual(subs.gc, [gc("acme/strata"), gc("acme/other")]);
     const env = trustSubjects(parseGitHubConfig({ repositories: ["acme/strata"], baseEnvironment: "bases" }));
     assert.deepEqual(env.pushBases, [`repo:acme/strata:environment:bases:${bases("acme/strata")}`]);
+    assert.deepEqual(env.gc, [gc("acme/strata")], "base GC runs on the default branch, not in the base environment");
   });
 
   test("the trust policy requires the STS audience and matches sub exactly, or by StringLike for patterns", () => {
@@ -133,7 +142,11 @@ describe("trust and permission policies", () => {
     assert.deepEqual(resources("pushRuntimes", "ecr:BatchGetImage"), [ARNS.runtimes, ARNS.cache, ARNS.bases]);
     assert.deepEqual(resources("readOnly", "ecr:PutImage"), []);
     assert.deepEqual(resources("readOnly", "ecr:BatchGetImage"), [ARNS.bases, ARNS.runtimes, ARNS.cache]);
-    for (const role of ["pushBases", "pushRuntimes", "readOnly"] as const) {
+    assert.deepEqual(resources("gc", "ecr:BatchDeleteImage"), [ARNS.bases, ARNS.cache], "gc deletes bases and cache, never runtimes");
+    assert.deepEqual(resources("gc", "ecr:ListImages"), [ARNS.bases, ARNS.cache, ARNS.runtimes]);
+    assert.deepEqual(resources("gc", "ecr:PutImage"), []);
+    for (const role of ["pushBases", "pushRuntimes", "readOnly", "gc"] as const) {
+      assert.deepEqual(resources(role, "ecr:BatchDeleteImage"), role === "gc" ? [ARNS.bases, ARNS.cache] : [], `${role} deletes nothing`);
       for (const s of rolePolicy(role, ARNS).Statement) {
         if ([s.Resource].flat().includes("*")) assert.ok(s.Action.every((a) => a === "ecr:GetAuthorizationToken" || a.startsWith("ec2:Describe")), `${role} ${s.Sid}: only reads on *`);
       }
@@ -213,7 +226,7 @@ describe("under Pulumi mocks", () => {
   const settle = () => new Promise((r) => setTimeout(r, 50));
   const of = (type: string) => registered.filter((r) => r.type === type);
 
-  test("GitHubWiring: OIDC provider, three roles, variables from outputs, secrets only for secrets", async () => {
+  test("GitHubWiring: OIDC provider, four roles, variables from outputs, secrets only for secrets", async () => {
     const config = github.parseGitHubConfig({ repositories: ["acme/strata", "other-org/app"], commitWorkflows: true });
     const wiring = new github.GitHubWiring("github", {
       config,
@@ -233,7 +246,12 @@ describe("under Pulumi mocks", () => {
     assert.deepEqual(oidc[0].inputs.clientIdLists, ["sts.amazonaws.com"]);
 
     const roles = of("aws:iam/role:Role");
-    assert.deepEqual(roles.map((r) => r.name).sort(), ["github-push-bases", "github-push-runtimes", "github-read-only"]);
+    assert.deepEqual(roles.map((r) => r.name).sort(), ["github-gc", "github-push-bases", "github-push-runtimes", "github-read-only"]);
+    const gcTrust = JSON.parse(roles.find((r) => r.name === "github-gc")!.inputs.assumeRolePolicy);
+    assert.deepEqual(gcTrust.Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"], [
+      "repo:acme/strata:ref:refs/heads/main:job_workflow_ref:acme/strata/.github/workflows/strata-gc.yml@refs/heads/main",
+      "repo:other-org/app:ref:refs/heads/main:job_workflow_ref:other-org/app/.github/workflows/strata-gc.yml@refs/heads/main",
+    ]);
     const trust = JSON.parse(roles.find((r) => r.name === "github-push-bases")!.inputs.assumeRolePolicy);
     assert.equal(trust.Statement[0].Principal.Federated, "arn:aws:test::123456789012:github-oidc");
     assert.deepEqual(trust.Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"], [
@@ -252,6 +270,7 @@ describe("under Pulumi mocks", () => {
       "STRATA_BASE_REFS",
       "STRATA_REGISTRY",
       "STRATA_REGISTRY_USERNAME",
+      "STRATA_ROLE_GC",
       "STRATA_ROLE_PUSH_BASES",
       "STRATA_ROLE_PUSH_RUNTIMES",
       "STRATA_ROLE_READ_ONLY",
@@ -306,7 +325,7 @@ describe("under Pulumi mocks", () => {
 
   test("GitHubWiring refuses commitWorkflows without files and a config with unrestricted trust", () => {
     assert.throws(() => new github.GitHubWiring("nofiles", { config: github.parseGitHubConfig({ repositories: ["a/b"], commitWorkflows: true }), registry: "r", baseRefs: {} }), /commitWorkflows is true but no workflows were passed/);
-    const unsafe = { ...github.parseGitHubConfig({ repositories: ["a/b"] }), extraSubjects: { pushBases: ["repo:a/b:*"], pushRuntimes: [], readOnly: [] } };
+    const unsafe = { ...github.parseGitHubConfig({ repositories: ["a/b"] }), extraSubjects: { pushBases: ["repo:a/b:*"], pushRuntimes: [], readOnly: [], gc: [] } };
     assert.throws(() => new github.GitHubWiring("unsafe", { config: unsafe, registry: "r", repositoryArns: ARNS, baseRefs: {} }), /role pushBases: trust subject 'repo:a\/b:\*' is not in the subject format/);
   });
 

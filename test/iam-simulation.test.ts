@@ -8,8 +8,14 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
+import { DescribeInstancesCommand } from "@aws-sdk/client-ec2";
+import { createWebhookHandler, handleInterruption, runHousekeeping, runScaleUp } from "../scaler/core.ts";
 import { cleanup, REPO, simpleProject } from "./helpers.ts";
 import { ACCOUNT, AMI, declareProgram, judge, REGION, type Call, type Declared, type Verdict } from "./iam/harness.ts";
+import { recordAwsCalls, type RecordedAwsCall } from "./iam/recorder.ts";
+import { delivery, jobPayload } from "./support/events.ts";
+import { createFleetStack, GPU, loopbackGitHub, WEBHOOK_SECRET } from "./support/fleet-stack.ts";
+import { startMoto } from "./support/moto.ts";
 
 const STACK = "sim";
 const POOL = "gpu-base-builder";
@@ -45,6 +51,23 @@ const repo = (name: "bases" | "runtimes" | "cache") => `arn:aws:ecr:${REGION}:${
 const logStream = (group: string, stream: string) => `arn:aws:logs:${REGION}:${ACCOUNT}:log-group:/strata/${STACK}/fleet/${group}:log-stream:${stream}`;
 const secret = (name: string) => `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:fleet-${name}-AbCdEf`;
 const role = (name: string) => `arn:aws:iam::${ACCOUNT}:role/${name}`;
+const state = (key: string) => `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/state/${key}`;
+const statePath = `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/state`;
+const jitPath = `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/jit`;
+const queue = (name: string) => `arn:aws:sqs:${REGION}:${ACCOUNT}:${name}`;
+const POOL_QUEUE = `strata-${STACK}-${POOL}.fifo`;
+const WAKE_QUEUE = `strata-${STACK}-fleet-wake`;
+const otherQueue = queue(`strata-other-${POOL}.fifo`);
+/** What a row's resource is, in the terms test/iam/recorder.ts names a recorded call's resource. */
+function rowKind(resource: string): string {
+  if (resource.startsWith("arn:aws:ssm:") && resource.includes(`/strata/${STACK}/jit`)) return "jit";
+  if (resource.startsWith("arn:aws:ssm:") && resource.includes(`/strata/${STACK}/state`)) return "state";
+  if (resource === queue(POOL_QUEUE)) return "pool";
+  if (resource === queue(WAKE_QUEUE)) return "wake";
+  if (resource === secret("webhook-secret")) return "webhook-secret";
+  if (resource === secret("github-app")) return "github-app";
+  return /^arn:aws:(ec2|iam):|^\*$/.test(resource) ? "" : `other: ${resource}`;
+}
 const AMI_PARAMETER = `arn:aws:ssm:${REGION}::parameter/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id`;
 
 /** The instance's own request context: IAM sets ec2:SourceInstanceARN for instance-profile credentials. */
@@ -58,6 +81,7 @@ const sub = (context: string, file: string, ref: string, repository = REPOSITORY
 const token = (s: string, aud = "sts.amazonaws.com") => ({ "token.actions.githubusercontent.com:sub": s, "token.actions.githubusercontent.com:aud": aud });
 const BASES = "strata-build-bases.yml";
 const RUNTIMES = "strata-build-runtimes.yml";
+const GC = "strata-gc.yml";
 const MAIN = "refs/heads/main";
 
 function rows(d: Declared): Row[] {
@@ -87,50 +111,119 @@ function rows(d: Declared): Row[] {
     deny("fleet-instance", "ecr:GetAuthorizationToken", "*", "a registry login with the instance's credentials", fromInstance()),
     deny("fleet-instance", "secretsmanager:GetSecretValue", secret("github-app"), "reading the GitHub App key", fromInstance()),
 
-    // Webhook scaler (scaler/aws.ts): launch from the fleet's template, hand out JIT configs, release lost races.
-    allow("fleet-webhook", "ec2:RunInstances", ec2("instance/*"), "launches an instance from the pool's template", launch),
-    allow("fleet-webhook", "ec2:RunInstances", template, "uses the pool's launch template", launch),
-    allow("fleet-webhook", "ec2:RunInstances", `arn:aws:ec2:${REGION}::image/${AMI}`, "the pool's AMI", launch),
-    allow("fleet-webhook", "ec2:RunInstances", ec2(`subnet/${subnet}`), "a fleet subnet", launch),
-    allow("fleet-webhook", "ec2:RunInstances", ec2(`security-group/${sg}`), "the fleet's security group", launch),
-    allow("fleet-webhook", "ec2:RunInstances", ec2("volume/*"), "the root volume it creates", launch),
-    allow("fleet-webhook", "ec2:RunInstances", ec2("network-interface/*"), "the network interface it creates", launch),
-    allow("fleet-webhook", "ec2:RunInstances", ec2("spot-instances-request/*"), "a spot request (spot pools; ec2:LaunchTemplate does not apply to it)", { "ec2:Region": REGION }),
-    allow("fleet-webhook", "ec2:CreateTags", ec2("instance/*"), "tags the instance at launch", { "ec2:CreateAction": "RunInstances" }),
-    allow("fleet-webhook", "iam:PassRole", role("fleet-instance"), "gives the instance its role", { "iam:PassedToService": "ec2.amazonaws.com" }),
-    allow("fleet-webhook", "ec2:DescribeInstances", "*", "counts the pool's instances"),
-    allow("fleet-webhook", "ec2:TerminateInstances", instance(OTHER), "terminates a pool instance it launched in excess", pool()),
-    allow("fleet-webhook", "ec2:DeleteTags", instance(OTHER), "releases the job tags of a pool instance", pool({ "aws:TagKeys": ["strata:job-id", "strata:delivery"] })),
-    allow("fleet-webhook", "ssm:PutParameter", jit(SELF), "stores an instance's JIT config"),
-    allow("fleet-webhook", "ssm:AddTagsToResource", jit(SELF), "tags the JIT config with the instance ARN"),
-    allow("fleet-webhook", "ssm:DeleteParameter", jit(SELF), "withdraws a JIT config of a cancelled job"),
-    allow("fleet-webhook", "secretsmanager:GetSecretValue", secret("webhook-secret"), "verifies deliveries"),
-    allow("fleet-webhook", "secretsmanager:GetSecretValue", secret("github-app"), "mints JIT configs as the GitHub App"),
-    allow("fleet-webhook", "logs:PutLogEvents", logStream("webhook", "x"), "its own logs"),
-    deny("fleet-webhook", "ec2:RunInstances", ec2("instance/*"), "launching from another launch template", { "ec2:LaunchTemplate": ec2("launch-template/lt-0123456789abcdef0"), "ec2:Region": REGION }),
-    deny("fleet-webhook", "ec2:RunInstances", ec2("instance/*"), "launching without a launch template", { "ec2:Region": REGION }),
-    deny("fleet-webhook", "ec2:RunInstances", `arn:aws:ec2:${REGION}::image/ami-0fffffffffffffff0`, "launching another AMI", launch),
-    deny("fleet-webhook", "ec2:RunInstances", ec2("subnet/subnet-0fffffffffffffff0"), "launching into another subnet", launch),
-    deny("fleet-webhook", "ec2:RunInstances", ec2("security-group/sg-0fffffffffffffff0"), "launching with another security group", launch),
-    deny("fleet-webhook", "iam:PassRole", role("admin"), "passing another role (another instance profile)", { "iam:PassedToService": "ec2.amazonaws.com" }),
-    deny("fleet-webhook", "iam:PassRole", role("fleet-instance"), "passing the instance role to another service", { "iam:PassedToService": "lambda.amazonaws.com" }),
-    deny("fleet-webhook", "ec2:TerminateInstances", instance(OTHER), "terminating an instance outside the fleet's pools", { "aws:ResourceTag/strata:pool": "someone-else" }),
-    deny("fleet-webhook", "ec2:DeleteTags", instance(OTHER), "removing the pool tag", pool({ "aws:TagKeys": ["strata:pool"] })),
-    deny("fleet-webhook", "ec2:CreateTags", instance(OTHER), "re-tagging an existing instance"),
-    deny("fleet-webhook", "ssm:PutParameter", `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/other`, "writing a parameter outside the JIT prefix"),
+    deny("fleet-instance", "sqs:SendMessage", queue(POOL_QUEUE), "a job on the instance enqueueing jobs", fromInstance()),
+    deny("fleet-instance", "sqs:SendMessage", queue(WAKE_QUEUE), "a job on the instance waking the consumer", fromInstance()),
+    deny("fleet-instance", "sqs:ReceiveMessage", queue(POOL_QUEUE), "a job on the instance taking jobs off the queue", fromInstance()),
 
-    // Housekeeping (scaler/housekeeping.ts over scaler/aws.ts): reap overdue instances and stale JIT configs.
+    // Webhook (scaler/webhook.ts → createWebhookHandler over scaler/aws.ts): verify, claim in the ledger, enqueue, wake;
+    // on `completed` take back a booting instance; on an interrupted job's failure, the on-demand re-run.
+    allow("fleet-webhook", "secretsmanager:GetSecretValue", secret("webhook-secret"), "verifies deliveries"),
+    allow("fleet-webhook", "secretsmanager:GetSecretValue", secret("github-app"), "re-runs an interrupted job and deletes a withdrawn runner as the GitHub App"),
+    allow("fleet-webhook", "ssm:PutParameter", state("jobs/42"), "claims a job in the ledger (create-only)"),
+    allow("fleet-webhook", "ssm:GetParameter", state(`interrupted/${SELF}`), "reads an interruption record"),
+    allow("fleet-webhook", "ssm:DeleteParameter", state("jobs/42"), "withdraws its claim when the enqueue failed"),
+    allow("fleet-webhook", "ssm:DeleteParameter", jit(OTHER), "claims (deletes) the JIT config of a cancelled job's booting instance"),
+    allow("fleet-webhook", "sqs:SendMessage", queue(POOL_QUEUE), "enqueues a served job in its pool's FIFO queue"),
+    allow("fleet-webhook", "sqs:SendMessage", queue(WAKE_QUEUE), "wakes the scale-up consumer"),
+    allow("fleet-webhook", "ec2:DescribeInstances", "*", "finds the instance of a cancelled job"),
+    allow("fleet-webhook", "ec2:TerminateInstances", instance(OTHER), "terminates a cancelled job's booting pool instance", pool()),
+    allow("fleet-webhook", "logs:PutLogEvents", logStream("webhook", "x"), "its own logs"),
+    deny("fleet-webhook", "ec2:RunInstances", ec2("instance/*"), "launching an instance (only the consumer launches)", launch),
+    deny("fleet-webhook", "ec2:RunInstances", template, "using the pool's launch template", launch),
+    deny("fleet-webhook", "iam:PassRole", role("fleet-instance"), "passing the instance role", { "iam:PassedToService": "ec2.amazonaws.com" }),
+    deny("fleet-webhook", "ssm:GetParameter", jit(OTHER), "reading a JIT config"),
+    deny("fleet-webhook", "ssm:PutParameter", jit(OTHER), "writing a JIT config"),
+    deny("fleet-webhook", "sqs:ReceiveMessage", queue(POOL_QUEUE), "taking jobs off a pool queue"),
+    deny("fleet-webhook", "sqs:SendMessage", otherQueue, "sending to another stack's queue"),
+    deny("fleet-webhook", "ec2:TerminateInstances", instance(OTHER), "terminating an instance outside the fleet's pools", { "aws:ResourceTag/strata:pool": "someone-else" }),
+    deny("fleet-webhook", "ec2:DeleteTags", instance(OTHER), "removing tags", pool({ "aws:TagKeys": ["strata:job-id"] })),
+    deny("fleet-webhook", "ssm:PutParameter", `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/other`, "writing a parameter outside the state prefix"),
+    deny("fleet-webhook", "ssm:PutParameter", `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/other/state/jobs/42`, "writing another stack's state"),
+
+    // Scale-up consumer (scaler/scaleup.ts → runScaleUp): the only launcher; serves each pool queue up to the cap.
+    allow("fleet-scaleup", "ec2:RunInstances", ec2("instance/*"), "launches an instance from the pool's template", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", template, "uses the pool's launch template", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", `arn:aws:ec2:${REGION}::image/${AMI}`, "the pool's AMI", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", `arn:aws:ec2:${REGION}::snapshot/snap-0abc1234def567890`, "the AMI's root snapshot", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", ec2(`subnet/${subnet}`), "a fleet subnet", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", ec2(`security-group/${sg}`), "the fleet's security group", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", ec2("volume/*"), "the root volume it creates", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", ec2("network-interface/*"), "the network interface it creates", launch),
+    allow("fleet-scaleup", "ec2:RunInstances", ec2("spot-instances-request/*"), "a spot request (spot pools; ec2:LaunchTemplate does not apply to it)", { "ec2:Region": REGION }),
+    allow("fleet-scaleup", "ec2:CreateTags", ec2("instance/*"), "tags the instance at launch", { "ec2:CreateAction": "RunInstances" }),
+    allow("fleet-scaleup", "ec2:CreateTags", ec2("volume/*"), "tags the volume at launch", { "ec2:CreateAction": "RunInstances" }),
+    allow("fleet-scaleup", "ec2:DeleteTags", instance(OTHER), "releases the job tags of an instance it could not hand a JIT config", pool({ "aws:TagKeys": ["strata:job-id", "strata:delivery"] })),
+    allow("fleet-scaleup", "ec2:TerminateInstances", instance(OTHER), "terminates the released instance", pool()),
+    allow("fleet-scaleup", "ec2:DescribeInstances", "*", "counts the pool's instances"),
+    allow("fleet-scaleup", "iam:PassRole", role("fleet-instance"), "gives the instance its role", { "iam:PassedToService": "ec2.amazonaws.com" }),
+    allow("fleet-scaleup", "iam:CreateServiceLinkedRole", role("aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"), "the Spot service-linked role, once per account", { "iam:AWSServiceName": "spot.amazonaws.com" }),
+    allow("fleet-scaleup", "ssm:PutParameter", jit(SELF), "stores an instance's JIT config"),
+    allow("fleet-scaleup", "ssm:AddTagsToResource", jit(SELF), "tags the JIT config with the instance ARN"),
+    allow("fleet-scaleup", "ssm:GetParameter", state(`pools/${POOL}`), "reads the pool's breaker document"),
+    allow("fleet-scaleup", "ssm:PutParameter", state("jobs/42"), "records a launch in the ledger"),
+    allow("fleet-scaleup", "ssm:GetParametersByPath", state("interrupted"), "lists interruption records (the breaker)"),
+    allow("fleet-scaleup", "ssm:GetParametersByPath", statePath, "the state path itself"),
+    allow("fleet-scaleup", "sqs:ReceiveMessage", queue(POOL_QUEUE), "takes jobs off its pool's queue"),
+    allow("fleet-scaleup", "sqs:DeleteMessage", queue(POOL_QUEUE), "drops a served, cancelled or foreign message"),
+    allow("fleet-scaleup", "sqs:ChangeMessageVisibility", queue(POOL_QUEUE), "backs off a job it cannot serve yet"),
+    allow("fleet-scaleup", "sqs:ReceiveMessage", queue(WAKE_QUEUE), "the wake queue's event source mapping polls"),
+    allow("fleet-scaleup", "sqs:DeleteMessage", queue(WAKE_QUEUE), "the event source mapping deletes a handled wake-up"),
+    allow("fleet-scaleup", "sqs:GetQueueAttributes", queue(WAKE_QUEUE), "the event source mapping reads the queue"),
+    allow("fleet-scaleup", "secretsmanager:GetSecretValue", secret("github-app"), "checks the job and mints JIT configs as the GitHub App"),
+    allow("fleet-scaleup", "logs:PutLogEvents", logStream("scaleup", "x"), "its own logs"),
+    deny("fleet-scaleup", "ec2:RunInstances", ec2("instance/*"), "launching from another launch template", { "ec2:LaunchTemplate": ec2("launch-template/lt-0123456789abcdef0"), "ec2:Region": REGION }),
+    deny("fleet-scaleup", "ec2:RunInstances", ec2("instance/*"), "launching without a launch template", { "ec2:Region": REGION }),
+    deny("fleet-scaleup", "ec2:RunInstances", `arn:aws:ec2:${REGION}::image/ami-0fffffffffffffff0`, "launching another AMI", launch),
+    deny("fleet-scaleup", "ec2:RunInstances", ec2("subnet/subnet-0fffffffffffffff0"), "launching into another subnet", launch),
+    deny("fleet-scaleup", "ec2:RunInstances", ec2("security-group/sg-0fffffffffffffff0"), "launching with another security group", launch),
+    deny("fleet-scaleup", "iam:PassRole", role("admin"), "passing another role (another instance profile)", { "iam:PassedToService": "ec2.amazonaws.com" }),
+    deny("fleet-scaleup", "iam:PassRole", role("fleet-instance"), "passing the instance role to another service", { "iam:PassedToService": "lambda.amazonaws.com" }),
+    deny("fleet-scaleup", "iam:CreateServiceLinkedRole", role("aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"), "creating another service-linked role", { "iam:AWSServiceName": "autoscaling.amazonaws.com" }),
+    deny("fleet-scaleup", "ec2:TerminateInstances", instance(OTHER), "terminating an instance outside the fleet's pools", { "aws:ResourceTag/strata:pool": "someone-else" }),
+    deny("fleet-scaleup", "ec2:DeleteTags", instance(OTHER), "removing the pool tag", pool({ "aws:TagKeys": ["strata:pool"] })),
+    deny("fleet-scaleup", "ec2:CreateTags", instance(OTHER), "re-tagging an existing instance"),
+    deny("fleet-scaleup", "ssm:GetParameter", jit(OTHER), "reading a JIT config (write-only)"),
+    deny("fleet-scaleup", "ssm:DeleteParameter", jit(OTHER), "deleting a JIT config"),
+    deny("fleet-scaleup", "ssm:PutParameter", `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/other`, "writing a parameter outside the JIT and state prefixes"),
+    deny("fleet-scaleup", "sqs:SendMessage", otherQueue, "sending to another stack's queue"),
+    deny("fleet-scaleup", "sqs:ReceiveMessage", otherQueue, "taking jobs off another stack's queue"),
+    deny("fleet-scaleup", "sqs:SendMessage", queue(POOL_QUEUE), "enqueueing jobs itself"),
+    deny("fleet-scaleup", "sqs:SendMessage", queue(WAKE_QUEUE), "waking itself"),
+    deny("fleet-scaleup", "secretsmanager:GetSecretValue", secret("webhook-secret"), "reading the webhook secret"),
+
+    // Interruption handler (scaler/interruption.ts → handleInterruption): look the instance up, record, remove the idle runner.
+    allow("fleet-interruption", "ec2:DescribeInstances", "*", "looks the interrupted instance up"),
+    allow("fleet-interruption", "ssm:PutParameter", state(`interrupted/${SELF}`), "records the interruption (create-only)"),
+    allow("fleet-interruption", "secretsmanager:GetSecretValue", secret("github-app"), "removes the idle runner as the GitHub App"),
+    allow("fleet-interruption", "logs:PutLogEvents", logStream("interruption", "x"), "its own logs"),
+    deny("fleet-interruption", "ec2:TerminateInstances", instance(OTHER), "terminating an instance, even a pool's", pool()),
+    deny("fleet-interruption", "ec2:RunInstances", ec2("instance/*"), "launching a replacement", launch),
+    deny("fleet-interruption", "iam:PassRole", role("fleet-instance"), "passing a role", { "iam:PassedToService": "ec2.amazonaws.com" }),
+    deny("fleet-interruption", "ssm:GetParameter", jit(OTHER), "reading a JIT config"),
+    deny("fleet-interruption", "ssm:DeleteParameter", state("jobs/42"), "deleting state"),
+    deny("fleet-interruption", "sqs:SendMessage", queue(POOL_QUEUE), "enqueueing jobs"),
+    deny("fleet-interruption", "secretsmanager:GetSecretValue", secret("webhook-secret"), "reading the webhook secret"),
+
+    // Housekeeping (scaler/housekeeping.ts → runHousekeeping): reap instances and JIT configs, reconcile missed jobs, prune state.
     allow("fleet-housekeeping", "ec2:DescribeInstances", "*", "lists the pools' instances"),
     allow("fleet-housekeeping", "ec2:TerminateInstances", instance(OTHER), "reaps an overdue pool instance", pool()),
-    allow("fleet-housekeeping", "ssm:GetParametersByPath", `arn:aws:ssm:${REGION}:${ACCOUNT}:parameter/strata/${STACK}/jit`, "lists JIT configs"),
+    allow("fleet-housekeeping", "ssm:GetParametersByPath", jitPath, "lists JIT configs (names only)"),
     allow("fleet-housekeeping", "ssm:DeleteParameter", jit(OTHER), "deletes a stale JIT config"),
-    allow("fleet-housekeeping", "secretsmanager:GetSecretValue", secret("github-app"), "removes offline runners as the GitHub App"),
+    allow("fleet-housekeeping", "ssm:GetParametersByPath", statePath, "lists the state documents"),
+    allow("fleet-housekeeping", "ssm:PutParameter", state("jobs/42"), "marks a reconciled job queued, records a re-run"),
+    allow("fleet-housekeeping", "ssm:DeleteParameter", state("jobs/42"), "prunes old state"),
+    allow("fleet-housekeeping", "sqs:SendMessage", queue(POOL_QUEUE), "enqueues a queued job whose webhook was missed"),
+    allow("fleet-housekeeping", "secretsmanager:GetSecretValue", secret("github-app"), "removes offline runners, lists queued jobs as the GitHub App"),
     allow("fleet-housekeeping", "logs:PutLogEvents", logStream("housekeeping", "x"), "its own logs"),
     deny("fleet-housekeeping", "ec2:RunInstances", ec2("instance/*"), "launching anything", launch),
     deny("fleet-housekeeping", "iam:PassRole", role("fleet-instance"), "passing a role", { "iam:PassedToService": "ec2.amazonaws.com" }),
     deny("fleet-housekeeping", "secretsmanager:GetSecretValue", secret("webhook-secret"), "reading the webhook secret"),
     deny("fleet-housekeeping", "ec2:TerminateInstances", instance(OTHER), "terminating an instance outside the pools", { "aws:ResourceTag/strata:pool": "someone-else" }),
     deny("fleet-housekeeping", "ssm:PutParameter", jit(OTHER), "writing a JIT config"),
+    deny("fleet-housekeeping", "ssm:GetParameter", jit(OTHER), "reading a JIT config's value"),
+    deny("fleet-housekeeping", "sqs:SendMessage", queue(WAKE_QUEUE), "waking the consumer (not its job)"),
+    deny("fleet-housekeeping", "sqs:SendMessage", otherQueue, "sending to another stack's queue"),
+    deny("fleet-housekeeping", "sqs:ReceiveMessage", queue(POOL_QUEUE), "taking jobs off a pool queue"),
 
     // Generated workflows, after configure-aws-credentials (strata-build-bases: build and publish jobs).
     allow("github-push-bases", "ecr:GetAuthorizationToken", "*", "amazon-ecr-login"),
@@ -161,6 +254,29 @@ function rows(d: Declared): Row[] {
     deny("github-read-only", "ecr:PutImage", repo("runtimes"), "the read-only role pushing a runtime"),
     deny("github-read-only", "ecr:InitiateLayerUpload", repo("cache"), "the read-only role writing the cache"),
 
+    // strata-gc (cli/gc.ts): registry API reads of all three repositories, BatchDeleteImage on bases and cache.
+    allow("github-gc", "ecr:GetAuthorizationToken", "*", "amazon-ecr-login"),
+    allow("github-gc", "ecr:ListImages", repo("bases"), "lists the base tags"),
+    allow("github-gc", "ecr:BatchGetImage", repo("bases"), "reads a base's manifest"),
+    allow("github-gc", "ecr:GetDownloadUrlForLayer", repo("bases"), "reads a base's config (creation time)"),
+    allow("github-gc", "ecr:DescribeImages", repo("bases"), "describes base images"),
+    allow("github-gc", "ecr:BatchDeleteImage", repo("bases"), "deletes an unused base tag and its attestations"),
+    allow("github-gc", "ecr:ListImages", repo("runtimes"), "lists the runtime releases"),
+    allow("github-gc", "ecr:BatchGetImage", repo("runtimes"), "reads a runtime's layers (which bases it keeps)"),
+    allow("github-gc", "ecr:GetDownloadUrlForLayer", repo("runtimes"), "reads a runtime's config"),
+    allow("github-gc", "ecr:ListImages", repo("cache"), "lists the build cache tags"),
+    allow("github-gc", "ecr:BatchGetImage", repo("cache"), "resolves a cache tag's digest"),
+    allow("github-gc", "ecr:BatchDeleteImage", repo("cache"), "deletes the cache of a base name nothing keeps"),
+    deny("github-gc", "ecr:BatchDeleteImage", repo("runtimes"), "the gc role deleting a runtime"),
+    deny("github-gc", "ecr:PutImage", repo("bases"), "the gc role pushing a base"),
+    deny("github-gc", "ecr:PutImage", repo("runtimes"), "the gc role pushing a runtime"),
+    deny("github-gc", "ecr:InitiateLayerUpload", repo("bases"), "the gc role uploading a layer"),
+    deny("github-gc", "ecr:DeleteRepository", repo("bases"), "the gc role deleting the repository"),
+    deny("github-gc", "ecr:SetRepositoryPolicy", repo("bases"), "the gc role opening the repository"),
+    deny("github-push-bases", "ecr:BatchDeleteImage", repo("bases"), "the base push role deleting a base"),
+    deny("github-push-runtimes", "ecr:BatchDeleteImage", repo("runtimes"), "the runtime push role deleting a release"),
+    deny("github-read-only", "ecr:BatchDeleteImage", repo("bases"), "the read-only role deleting a base"),
+
     // Who may assume the GitHub roles (the token's sub in the customised format, aud sts.amazonaws.com).
     assume("github-push-bases", "allowed", sub(`ref:${MAIN}`, BASES, MAIN), "the base-build workflow on the default branch"),
     assume("github-push-bases", "denied", sub("pull_request", BASES, "refs/pull/7/merge"), "a pull request, even running the base workflow"),
@@ -179,6 +295,14 @@ function rows(d: Declared): Row[] {
     assume("github-push-runtimes", "denied", sub("ref:refs/heads/feature", RUNTIMES, "refs/heads/feature"), "another branch"),
     assume("github-push-runtimes", "denied", sub("ref:refs/tags/v1.2.3", BASES, "refs/tags/v1.2.3"), "another workflow on a release tag"),
     assume("github-push-runtimes", "denied", sub("pull_request", RUNTIMES, "refs/pull/7/merge"), "a pull request"),
+    assume("github-gc", "allowed", sub(`ref:${MAIN}`, GC, MAIN), "the base-GC workflow on the default branch"),
+    assume("github-gc", "denied", sub(`ref:${MAIN}`, BASES, MAIN), "the base-build workflow"),
+    assume("github-gc", "denied", sub(`ref:${MAIN}`, "evil.yml", MAIN), "another workflow file on the default branch"),
+    assume("github-gc", "denied", sub("ref:refs/heads/feature", GC, "refs/heads/feature"), "the gc workflow on another branch"),
+    assume("github-gc", "denied", sub("pull_request", GC, "refs/pull/7/merge"), "a pull request, even running the gc workflow"),
+    assume("github-gc", "denied", sub(`ref:${MAIN}`, GC, MAIN, "mallory/models"), "a fork (its own repository)"),
+    assume("github-gc", "denied", sub(`ref:${MAIN}`, GC, MAIN, REPOSITORY, "mallory/tools"), "a reusable workflow of another repository"),
+    assume("github-push-bases", "denied", sub(`ref:${MAIN}`, GC, MAIN), "the gc workflow assuming the base push role"),
     assume("github-read-only", "allowed", sub("pull_request", "strata-pr-check.yml", "refs/pull/7/merge"), "a pull request's workflow (also from a fork)"),
     assume("github-read-only", "denied", sub("pull_request", "a.yml", "refs/heads/main", REPOSITORY, "mallory/tools"), "a pull request running another repository's workflow"),
     assume("github-read-only", "denied", sub("pull_request", "a.yml", "refs/pull/7/merge", "acme/other"), "another repository's pull request"),
@@ -209,8 +333,66 @@ describe("IAM simulation of every declared policy", () => {
     const paged = [...source.matchAll(/paginate(\w+)\(/g)].map((m) => [`paginate${m[1]}`, m[1]!] as const);
     const actions = [...sent, ...paged].map(([name, op]) => `${service.get(name)}:${op}`);
     assert.ok(actions.length >= 6 && !actions.some((a) => a.startsWith("undefined")), actions.join(", "));
-    const allowed = new Set(rows(d).filter((r) => r.expect === "allowed" && /^fleet-(webhook|housekeeping)$/.test(r.principal)).map((r) => r.action));
+    const allowed = new Set(rows(d).filter((r) => r.expect === "allowed" && /^fleet-(webhook|scaleup|interruption|housekeeping)$/.test(r.principal)).map((r) => r.action));
     assert.deepEqual(actions.filter((a) => !allowed.has(a)), [], "add an allowed row for each new call");
+  });
+
+  test("every AWS SDK command of strata gc has an allowed row for the gc role", () => {
+    const source = readFileSync(join(REPO, "cli/gc.ts"), "utf8");
+    const actions = [...source.matchAll(/new (\w+)Command\(/g)].map((m) => `ecr:${m[1]}`);
+    assert.ok(actions.includes("ecr:BatchDeleteImage"), actions.join(", "));
+    const allowed = new Set(rows(d).filter((r) => r.expect === "allowed" && r.principal === "github-gc").map((r) => r.action));
+    assert.deepEqual(actions.filter((a) => !allowed.has(a)), [], "add an allowed github-gc row for each new call");
+  });
+
+  test("every AWS call each scaler handler really makes (moto, loopback GitHub) is allowed for that handler's role", async (t) => {
+    const moto = await startMoto();
+    t.after(() => moto.stop());
+    const github = loopbackGitHub();
+    await github.start();
+    t.after(() => github.close());
+    const fleet = await createFleetStack(moto, github);
+    const rec = recordAwsCalls(fleet);
+    const webhook = createWebhookHandler(fleet.deps);
+    const repo = { owner: "acme", repo: "models" };
+    const launched = async (jobId: number) => {
+      const { Reservations } = await fleet.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "tag:strata:job-id", Values: [String(jobId)] }, { Name: "instance-state-name", Values: ["pending", "running"] }] }));
+      const inst = Reservations![0]!.Instances![0]!;
+      return { id: inst.InstanceId!, runnerName: inst.Tags!.find((x) => x.Key === "strata:runner-name")!.Value! };
+    };
+
+    // A job queued, launched, interrupted, failed and re-run; another cancelled while it boots; a missed webhook.
+    github.addJob("acme/models", { id: 1, labels: GPU, run_id: 8001, name: "base" });
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("queued", 1, GPU, { ...repo, runId: 8001, name: "base" }))));
+    await rec.as("scaleup", () => runScaleUp(fleet.deps));
+    const first = await launched(1);
+    await rec.as("interruption", () => handleInterruption(fleet.deps, { "detail-type": "EC2 Spot Instance Interruption Warning", detail: { "instance-id": first.id, "instance-action": "terminate" } }));
+    await fleet.deps.ec2.terminate([first.id]);
+    Object.assign(github.jobs.get(1)!, { status: "completed", conclusion: "failure", runner_name: first.runnerName });
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("completed", 1, GPU, { ...repo, runnerName: first.runnerName, conclusion: "failure", runId: 8001, name: "base" }))));
+    github.addJob("acme/models", { id: 2, labels: GPU });
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("queued", 2, GPU, repo))));
+    await rec.as("scaleup", () => runScaleUp(fleet.deps));
+    github.jobs.get(2)!.status = "completed";
+    await rec.as("webhook", () => webhook(delivery(WEBHOOK_SECRET, jobPayload("completed", 2, GPU, { ...repo, conclusion: "cancelled" }))));
+    github.addJob("acme/models", { id: 3, labels: GPU, created_at: new Date(Date.now() - 10 * 60_000).toISOString() });
+    await rec.as("housekeeping", () => runHousekeeping(fleet.deps));
+
+    const kind = (resource: string) => rowKind(resource);
+    const allowed = rows(d).filter((r) => r.expect === "allowed");
+    const missing = (calls: RecordedAwsCall[]) =>
+      calls.filter((c) => !allowed.some((r) => r.principal === `fleet-${c.handler}` && r.action === c.action && kind(r.resource) === c.kind)).map((c) => `${c.handler}: ${c.action} on ${c.kind || "*"}`);
+    const seen = (handler: string) => [...new Set(rec.calls.filter((c) => c.handler === handler).map((c) => `${c.action}${c.kind ? ` ${c.kind}` : ""}`))].sort();
+    // The scenario reaches each handler's main paths (so the check below is not vacuous).
+    for (const [handler, wanted] of Object.entries({
+      webhook: ["sqs:SendMessage pool", "sqs:SendMessage wake", "ssm:PutParameter state", "ssm:GetParameter state", "ssm:DeleteParameter jit", "ec2:TerminateInstances", "secretsmanager:GetSecretValue webhook-secret", "secretsmanager:GetSecretValue github-app"],
+      scaleup: ["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole", "ssm:PutParameter jit", "ssm:AddTagsToResource jit", "sqs:ReceiveMessage pool", "sqs:DeleteMessage pool", "ssm:GetParametersByPath state"],
+      interruption: ["ec2:DescribeInstances", "ssm:PutParameter state", "secretsmanager:GetSecretValue github-app"],
+      housekeeping: ["ec2:DescribeInstances", "ssm:GetParametersByPath jit", "ssm:GetParametersByPath state", "sqs:SendMessage pool"],
+    })) {
+      assert.deepEqual(wanted.filter((w) => !seen(handler).includes(w)), [], `${handler} made ${seen(handler).join(", ")}`);
+    }
+    assert.deepEqual([...new Set(missing(rec.calls))], [], "each call a handler makes needs an allowed row for its role");
   });
 
   test("every AWS CLI call of the instance's user data has an allowed row for the instance role", () => {
@@ -234,6 +416,8 @@ describe("IAM simulation of every declared policy", () => {
       "aws:index/getAvailabilityZones:getAvailabilityZones": "ec2:DescribeAvailabilityZones",
       "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": "ec2:DescribeInstanceTypeOfferings",
       "aws:ec2/getVpc:getVpc": "ec2:DescribeVpcs",
+      // The runner group's repository ids: a GitHub API read with the provider's token, no AWS permission.
+      "github:index/getRepository:getRepository": null,
     };
     const tokens = [...new Set(d.calls.map((c) => c.token))];
     assert.deepEqual(tokens.filter((t) => !(t in needs)), [], "map each new invoke to the IAM action it needs");
@@ -246,7 +430,7 @@ describe("IAM simulation of every declared policy", () => {
     const { loadMatrix } = await import("../matrix/load.ts");
     const { VARIABLES } = await import("../components/github.ts");
     const files = generateWorkflows(loadMatrix(join(dir, "strata.yaml")), { stack: STACK });
-    const roleOf: Record<string, string> = { [VARIABLES.pushBases]: "github-push-bases", [VARIABLES.pushRuntimes]: "github-push-runtimes", [VARIABLES.readOnly]: "github-read-only" };
+    const roleOf: Record<string, string> = { [VARIABLES.pushBases]: "github-push-bases", [VARIABLES.pushRuntimes]: "github-push-runtimes", [VARIABLES.readOnly]: "github-read-only", [VARIABLES.gc]: "github-gc" };
     const uses: [string, string][] = [];
     for (const [path, text] of Object.entries(files)) {
       const doc = parse(text) as { jobs: Record<string, { steps?: { with?: Record<string, unknown> }[] }> };

@@ -47,11 +47,11 @@ test("the fleet's pool cap reaches the scaler", () => {
   assert.match(env, /\\"maxRunners\\":3/);
 });
 
-test("GitHub gets AWS access by OIDC only: three roles, each trusting one restricted subject set", () => {
+test("GitHub gets AWS access by OIDC only: four roles, each trusting one restricted subject set", () => {
   assert.equal(run.resources.filter((r) => r.type === "aws:iam/openIdConnectProvider:OpenIdConnectProvider").length, 1);
   assert.equal(run.resources.filter((r) => r.type === "aws:iam/accessKey:AccessKey").length, 0, "no long-lived keys");
   const roles = run.resources.filter((r) => r.type === "aws:iam/role:Role" && r.parent === "github");
-  assert.deepEqual(roles.map((r) => r.name).sort(), ["github-push-bases", "github-push-runtimes", "github-read-only"]);
+  assert.deepEqual(roles.map((r) => r.name).sort(), ["github-gc", "github-push-bases", "github-push-runtimes", "github-read-only"]);
   for (const role of roles) {
     const subs = JSON.stringify(JSON.parse(role.inputs.assumeRolePolicy as string).Statement.map((s: { Condition: unknown }) => s.Condition));
     assert.match(subs, /token\.actions\.githubusercontent\.com:sub/);

@@ -224,6 +224,17 @@ describe("strata-build-runtimes.yml", () => {
     assert.equal(job.steps.find((s: { uses?: string }) => s.uses === ACTIONS.awsCredentials).with["role-to-assume"], "${{ vars.STRATA_ROLE_PUSH_RUNTIMES }}");
   });
 
+  test("base GC assumes the gc role (the only one that may delete images) on ECR, and only logs in on an external registry", () => {
+    const ecr = parse(generateWorkflows(plans.default, OPTS)[WORKFLOW_FILES.gc]).jobs.gc;
+    const assumed = ecr.steps.filter((s: { uses?: string }) => s.uses === ACTIONS.awsCredentials).map((s: { with: Record<string, string> }) => s.with["role-to-assume"]);
+    assert.deepEqual(assumed, ["${{ vars.STRATA_ROLE_GC }}"]);
+    assert.ok(ecr.steps.some((s: { uses?: string }) => s.uses === ACTIONS.ecrLogin));
+    assert.equal(ecr.permissions["id-token"], "write");
+    const external = parse(generateWorkflows(plans.default, { ...OPTS, registryKind: "external" })[WORKFLOW_FILES.gc]).jobs.gc;
+    assert.ok(!external.steps.some((s: { uses?: string }) => s.uses === ACTIONS.awsCredentials));
+    assert.equal(external.steps.find((s: { uses?: string }) => s.uses === ACTIONS.dockerLogin).with.password, "${{ secrets.STRATA_REGISTRY_PASSWORD }}");
+  });
+
   test("an external registry logs in with the username variable and password secret instead of a role", () => {
     const wf = parse(generateWorkflows(plans.default, { ...OPTS, registryKind: "external" })[WORKFLOW_FILES.runtimes]);
     const steps = wf.jobs["build-1"].steps;

@@ -809,7 +809,8 @@ function gcWorkflow(o: Resolved): string {
         permissions: { contents: "read", "pull-requests": "read", "id-token": "write" },
         steps: [
           ...setupSteps(o, 0),
-          ...awsSteps(o, VARIABLES.pushBases),
+          // ECR: the gc role, the only one that may delete images (and only bases and cache); external: the login.
+          ...awsSteps(o, VARIABLES.gc),
           ...registryLogin(o),
           {
             name: "Bases of open pull requests",

@@ -53,6 +53,11 @@ export async function declareProgram(stack: string, config: Record<string, unkno
       },
       "aws:ssm/getParameter:getParameter": (inputs) => ({ id: inputs.name, arn: `arn:aws:ssm:${REGION}::parameter${inputs.name}`, name: inputs.name, type: "String", value: AMI, insecureValue: AMI, version: 1 }),
       "aws:ec2/getAmi:getAmi": (inputs) => ({ id: inputs.filters[0].values[0], rootDeviceName: "/dev/sda1", blockDeviceMappings: [] }),
+      // The runner group lists its repositories by id: a stable made-up id per repository, as cli/program.ts offline.
+      "github:index/getRepository:getRepository": (inputs) => ({
+        id: inputs.fullName, fullName: inputs.fullName, name: String(inputs.fullName).split("/")[1], defaultBranch: "main",
+        repoId: [...String(inputs.fullName)].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) % 1_000_000_000,
+      }),
       "aws:ecr/getAuthorizationToken:getAuthorizationToken": (inputs) => ({
         id: REGION, authorizationToken: "QVdTOnRlc3Q=", userName: "AWS", password: "test-ecr-password",
         proxyEndpoint: `https://${inputs.registryId ?? ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`, expiresAt: "2099-01-01T00:00:00Z",
@@ -79,6 +84,9 @@ export async function declareProgram(stack: string, config: Record<string, unkno
       "aws:secretsmanager/secret:Secret": ({ name }) => ({ arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:${name}-AbCdEf` }),
       "aws:lambda/function:Function": ({ name }) => ({ arn: `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${name}`, name }),
       "aws:lambda/functionUrl:FunctionUrl": ({ name }) => ({ functionUrl: `https://${name}.lambda-url.${REGION}.on.aws/` }),
+      "aws:sqs/queue:Queue": ({ inputs }) => ({
+        arn: `arn:aws:sqs:${REGION}:${ACCOUNT}:${inputs.name}`, url: `https://sqs.${REGION}.amazonaws.com/${ACCOUNT}/${inputs.name}`,
+      }),
       "aws:cloudwatch/eventRule:EventRule": ({ name }) => ({ arn: `arn:aws:events:${REGION}:${ACCOUNT}:rule/${name}`, name }),
       "random:index/randomPassword:RandomPassword": () => ({ result: "test-webhook-secret-0123456789abcdef" }),
     },
