@@ -50,6 +50,20 @@ watch_spot_interruption() {
   done
 }
 
+# Writes the runner's job-started hook (ACTIONS_RUNNER_HOOK_JOB_STARTED): its output opens the job's log, so a
+# job that fails because EC2 took its spot instance says why, and a re-run says it is on on-demand.
+write_job_started_hook() {
+  local file="$1" market="$2"
+  {
+    echo '#!/bin/bash'
+    echo "echo 'strata: this job runs on ${INSTANCE_ID:-unknown}, a ${market} instance of the strata GPU fleet.'"
+    if [[ "${market}" == spot ]]; then
+      echo "echo 'strata: if EC2 interrupts this spot instance, the job fails with a lost runner; strata then re-runs it once on an on-demand instance.'"
+    fi
+  } > "${file}"
+  chmod 0755 "${file}"
+}
+
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 terminate() {
   local rc=$?
@@ -66,6 +80,7 @@ shutdown -h "+${MAX_RUNTIME_MINUTES}" "strata: max runtime reached" || true
 # --- instance identity via IMDSv2 ------------------------------------------
 IMDS_TOKEN="$(curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -X PUT "${IMDS}/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")"
 INSTANCE_ID="$(curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" "${IMDS}/meta-data/instance-id")"
+MARKET="$(curl -fsS --retry 3 -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" "${IMDS}/meta-data/instance-life-cycle" || echo unknown)"
 unset IMDS_TOKEN
 if [[ ! "${INSTANCE_ID}" =~ ^i-[0-9a-f]+$ ]]; then
   log "could not read the instance id"
@@ -155,13 +170,14 @@ if mountpoint -q "${DATA_MOUNT}"; then
 fi
 chown -R "${RUNNER_USER}:" "${RUNNER_DIR}"
 
+write_job_started_hook "${RUNNER_DIR}/strata-job-started.sh" "${MARKET}"
 log "starting runner (one job)"
 cd "${RUNNER_DIR}"
 set +e
 # The runner takes its jitconfig argument also from ACTIONS_RUNNER_INPUT_JITCONFIG (actions/runner CommandSettings.cs: every
 # ACTIONS_RUNNER_INPUT_<ARG> variable, jitconfig masked as a secret and removed from its environment), so the config
 # never appears on a command line, which every local user can read in /proc/<pid>/cmdline.
-ACTIONS_RUNNER_INPUT_JITCONFIG="${JIT_CONFIG}" runuser -u "${RUNNER_USER}" -- ./run.sh
+ACTIONS_RUNNER_HOOK_JOB_STARTED="${RUNNER_DIR}/strata-job-started.sh" ACTIONS_RUNNER_INPUT_JITCONFIG="${JIT_CONFIG}" runuser -u "${RUNNER_USER}" -- ./run.sh
 RUNNER_STATUS=$?
 set -e
 unset JIT_CONFIG

@@ -21,6 +21,29 @@ function shellFunction(script: string, name: string): string {
 const LOG = 'log() { echo "strata: $*"; }\n';
 const hasShellcheck = spawnSync("shellcheck", ["--version"]).status === 0;
 
+describe("job-started hook", () => {
+  for (const market of ["spot", "on-demand"]) {
+    it(`opens the job log saying the runner is ${market}${market === "spot" ? " and what an interruption means" : ""}`, () => {
+      const dir = mkdtempSync(join(tmpdir(), "strata-hook-"));
+      try {
+        const hook = join(dir, "hook.sh");
+        const fn = shellFunction(renderUserData(vars), "write_job_started_hook");
+        const w = spawnSync("bash", ["-c", `INSTANCE_ID=i-0abc; ${fn}write_job_started_hook "$1" "$2"`, "bash", hook, market], { encoding: "utf8" });
+        assert.equal(w.status, 0, w.stderr);
+        const r = spawnSync(hook, { encoding: "utf8" });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, new RegExp(`runs on i-0abc, a ${market} instance`));
+        assert.equal(/re-runs it once on an on-demand instance/.test(r.stdout), market === "spot");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+  it("is handed to the runner", () => {
+    assert.match(renderUserData(vars), /ACTIONS_RUNNER_HOOK_JOB_STARTED="\$\{RUNNER_DIR\}\/strata-job-started\.sh" .*\.\/run\.sh/);
+  });
+});
+
 describe("renderUserData", () => {
   it("fills every placeholder and leaves none behind", () => {
     const s = renderUserData(vars);
