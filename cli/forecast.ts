@@ -1,5 +1,4 @@
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { DEFAULT_INSTANCE_TYPES, parseFleetConfig } from "../components/fleet/config.ts";
 import { MatrixError } from "../matrix/errors.ts";
@@ -23,6 +22,7 @@ import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { checkRunnerLabels, fleetPools, WorkflowError } from "../workflows/generate.ts";
 import { readLedger, RegistryClient, RegistryError, writeLedger } from "./registry.ts";
+import { parseFlags, usageError } from "./args.ts";
 import { readStackFile } from "./stack.ts";
 
 /** CLI options every forecasting command takes (impact, plan --recorded). */
@@ -141,40 +141,23 @@ defaults to now; --instance-type/--lifecycle come from the instance metadata on 
 
 /** `strata record`: one build's record, appended to its base's ledger in the registry. */
 export async function recordCommand(args: string[]): Promise<number> {
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args,
-      options: {
-        base: { type: "string" },
-        registry: { type: "string" },
-        "started-at": { type: "string" },
-        "finished-at": { type: "string" },
-        "build-log": { type: "string" },
-        target: { type: "string" },
-        "instance-type": { type: "string" },
-        lifecycle: { type: "string" },
-        outcome: { type: "string" },
-        matrix: { type: "string" },
-        stack: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    process.stderr.write(`strata record: ${(err as Error).message}\n\n${RECORD_USAGE}\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(RECORD_USAGE + "\n");
-    return 0;
-  }
-  const usage = (msg: string) => {
-    process.stderr.write(`strata record: ${msg}\n\n${RECORD_USAGE}\n`);
-    return 2;
-  };
+  const flags = parseFlags("record", RECORD_USAGE, args, {
+    base: { type: "string" },
+    registry: { type: "string" },
+    "started-at": { type: "string" },
+    "finished-at": { type: "string" },
+    "build-log": { type: "string" },
+    target: { type: "string" },
+    "instance-type": { type: "string" },
+    lifecycle: { type: "string" },
+    outcome: { type: "string" },
+    matrix: { type: "string" },
+    stack: { type: "string" },
+    json: { type: "boolean" },
+  });
+  if (flags.exit !== undefined) return flags.exit;
+  const v: Record<string, string | boolean | undefined> = flags.values;
+  const usage = (msg: string) => usageError("record", RECORD_USAGE, msg);
   if (!v.base || !v.registry || !v["started-at"]) return usage("--base, --registry and --started-at are required");
   const started = Date.parse(v["started-at"] as string);
   const finished = v["finished-at"] ? Date.parse(v["finished-at"] as string) : Date.now();

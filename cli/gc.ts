@@ -1,5 +1,4 @@
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { BatchDeleteImageCommand, ECRClient } from "@aws-sdk/client-ecr";
 import { MatrixError } from "../matrix/errors.ts";
 import { TAG_HASH_LENGTH } from "../matrix/identity.ts";
@@ -7,6 +6,7 @@ import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { registryTarget } from "./forecast.ts";
 import { RegistryClient, RegistryError, type Manifest } from "./registry.ts";
+import { parseFlags, usageError } from "./args.ts";
 import { readStackFile } from "./stack.ts";
 
 /**
@@ -257,34 +257,20 @@ what it would delete and the space that frees. --apply deletes those images, the
 
 /** `strata gc`. */
 export async function gcCommand(args: string[]): Promise<number> {
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args,
-      options: {
-        registry: { type: "string" },
-        "keep-releases": { type: "string" },
-        "min-age-days": { type: "string" },
-        "pr-max-age-days": { type: "string" },
-        "in-use": { type: "string" },
-        matrix: { type: "string" },
-        stack: { type: "string" },
-        apply: { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    process.stderr.write(`strata gc: ${(err as Error).message}\n\n${GC_USAGE}\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(GC_USAGE + "\n");
-    return 0;
-  }
-  const usage = (msg: string) => (process.stderr.write(`strata gc: ${msg}\n\n${GC_USAGE}\n`), 2);
+  const flags = parseFlags("gc", GC_USAGE, args, {
+    registry: { type: "string" },
+    "keep-releases": { type: "string" },
+    "min-age-days": { type: "string" },
+    "pr-max-age-days": { type: "string" },
+    "in-use": { type: "string" },
+    matrix: { type: "string" },
+    stack: { type: "string" },
+    apply: { type: "boolean" },
+    json: { type: "boolean" },
+  });
+  if (flags.exit !== undefined) return flags.exit;
+  const v: Record<string, string | boolean | undefined> = flags.values;
+  const usage = (msg: string) => usageError("gc", GC_USAGE, msg);
   const count = (name: string, dflt: number): number | null => {
     const raw = v[name] as string | undefined;
     if (raw === undefined) return dflt;

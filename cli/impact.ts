@@ -2,7 +2,6 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, isAbsolute, join, posix, relative, resolve, sep } from "node:path";
-import { parseArgs } from "node:util";
 import { formatProblem, MatrixError, type Problem } from "../matrix/errors.ts";
 import { DEFAULT_RUNTIME_SHARD_SIZE, runtimeShards, shardsRuntimes, shardStackName } from "../components/shard-stacks.ts";
 import { comparePlans, formatImpact, impactJson, touchedRuntimeShards, type ImpactReport, type PlanSide } from "../matrix/impact.ts";
@@ -10,6 +9,7 @@ import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { FORECAST_OPTIONS, FORECAST_USAGE, forecastForReport, forecastJson, forecastText } from "./forecast.ts";
 import { RegistryError } from "./registry.ts";
+import { parseFlags } from "./args.ts";
 import { readStackFile } from "./stack.ts";
 
 export const IMPACT_USAGE = `Usage:
@@ -296,30 +296,16 @@ function runtimeShardSizeOf(stack: string, dir: string): number {
 
 /** `strata impact`: parses its flags, prints the table or JSON, returns the exit status. */
 export async function impactCommand(args: string[]): Promise<number> {
-  let values: { base?: string; head?: string; matrix?: string; stack?: string; json?: boolean; help?: boolean; history?: string; "history-registry"?: string };
-  try {
-    values = parseArgs({
-      args,
-      options: {
-        base: { type: "string" },
-        head: { type: "string" },
-        matrix: { type: "string" },
-        stack: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        ...FORECAST_OPTIONS,
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    process.stderr.write(`strata impact: ${(err as Error).message}\n\n${IMPACT_USAGE}\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(IMPACT_USAGE + "\n");
-    return 0;
-  }
+  const flags = parseFlags("impact", IMPACT_USAGE, args, {
+    base: { type: "string" },
+    head: { type: "string" },
+    matrix: { type: "string" },
+    stack: { type: "string" },
+    json: { type: "boolean" },
+    ...FORECAST_OPTIONS,
+  });
+  if (flags.exit !== undefined) return flags.exit;
+  const values = flags.values;
   try {
     const result = computeImpact({ base: values.base, head: values.head, matrix: matrixFor(values), stack: values.stack });
     for (const n of result.notes) process.stderr.write(`strata impact: ${n}\n`);

@@ -1,7 +1,7 @@
 import { writeFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { loadMatrix } from "../matrix/load.ts";
 import { smokeScript, smokeSpec } from "../workflows/smoke.ts";
+import { parseFlags, usageError } from "./args.ts";
 import { readStackFile } from "./stack.ts";
 
 export const SMOKE_USAGE = `Usage:
@@ -15,21 +15,10 @@ matmul on the GPU agrees with the CPU. Run it inside the image: python3 smoke.py
 
 /** `strata smoke`: the smoke script (or, with --json, the checks) for one base. */
 export async function smokeCommand(args: string[]): Promise<number> {
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({ args, options: { base: { type: "string" }, matrix: { type: "string" }, stack: { type: "string" }, out: { type: "string", short: "o" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    process.stderr.write(`strata smoke: ${(err as Error).message}\n\n${SMOKE_USAGE}\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(SMOKE_USAGE + "\n");
-    return 0;
-  }
-  if (!v.base) {
-    process.stderr.write(`strata smoke: --base is required\n\n${SMOKE_USAGE}\n`);
-    return 2;
-  }
+  const flags = parseFlags("smoke", SMOKE_USAGE, args, { base: { type: "string" }, matrix: { type: "string" }, stack: { type: "string" }, out: { type: "string", short: "o" }, json: { type: "boolean" } });
+  if (flags.exit !== undefined) return flags.exit;
+  const v: Record<string, string | boolean | undefined> = flags.values;
+  if (!v.base) return usageError("smoke", SMOKE_USAGE, "--base is required");
   const { config } = readStackFile((v.stack as string | undefined) ?? "dev");
   const plan = loadMatrix((v.matrix as string | undefined) ?? (config["strata:matrix"] as string | undefined) ?? "strata.yaml");
   const base = plan.bases.find((b) => b.name === v.base);

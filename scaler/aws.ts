@@ -147,14 +147,8 @@ export class AwsParams implements ParamPort {
     await this.client.send(new PutParameterCommand({ Name: name, Value: value, Type: "SecureString", Overwrite: false, Tier: "Intelligent-Tiering", Tags: tags }));
   }
 
-  async delete(name: string): Promise<boolean> {
-    try {
-      await this.client.send(new DeleteParameterCommand({ Name: name }));
-      return true;
-    } catch (err) {
-      if (awsCode(err) === "ParameterNotFound") return false;
-      throw err;
-    }
+  delete(name: string): Promise<boolean> {
+    return deleteParameter(this.client, name);
   }
 
   async list(prefix: string): Promise<ParamInfo[]> {
@@ -164,6 +158,17 @@ export class AwsParams implements ParamPort {
       for (const p of page.Parameters ?? []) if (p.Name) out.push({ name: p.Name, lastModified: p.LastModifiedDate ? new Date(p.LastModifiedDate).getTime() : 0 });
     }
     return out;
+  }
+}
+
+/** Deletes an SSM parameter: false if there was none. */
+async function deleteParameter(client: SSMClient, name: string): Promise<boolean> {
+  try {
+    await client.send(new DeleteParameterCommand({ Name: name }));
+    return true;
+  } catch (err) {
+    if (awsCode(err) === "ParameterNotFound") return false;
+    throw err;
   }
 }
 
@@ -203,14 +208,8 @@ export class AwsState implements StatePort {
     return out;
   }
 
-  async delete(name: string): Promise<boolean> {
-    try {
-      await this.client.send(new DeleteParameterCommand({ Name: name }));
-      return true;
-    } catch (err) {
-      if (awsCode(err) === "ParameterNotFound") return false;
-      throw err;
-    }
+  delete(name: string): Promise<boolean> {
+    return deleteParameter(this.client, name);
   }
 }
 

@@ -1,21 +1,12 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { planReport } from "../cli/plan.ts";
 import { runProgram } from "../cli/program.ts";
-import { REPO, SIMPLE_MATRIX, cleanup, simpleProject } from "./helpers.ts";
+import { SIMPLE_MATRIX, cleanup, noStackTrace, simpleProject, strata } from "./helpers.ts";
 
 // The newcomer's path (issue 12) and the shard plans and per-command help (issue 14), through the real CLI.
-const BIN = join(REPO, "bin", "strata.mjs");
 const dirs: string[] = [];
 after(() => dirs.forEach(cleanup));
-
-function strata(args: string[], cwd = REPO) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: "utf8", env: { ...process.env, STRATA_DEBUG: "" } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-const noStackTrace = (text: string) => assert.doesNotMatch(text, /^\s+at .+:\d+:\d+\)?$/m, "no stack trace reaches the user");
 
 type Resource = { type: string; name: string; inputs: Record<string, unknown> };
 

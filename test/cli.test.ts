@@ -1,25 +1,18 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { loadMatrix } from "../matrix/load.ts";
-import { REPO, SIMPLE_MATRIX, cleanup, simpleProject } from "./helpers.ts";
+import { REPO, SIMPLE_MATRIX, cleanup, noStackTrace, simpleProject, strata } from "./helpers.ts";
 
-const BIN = join(REPO, "bin", "strata.mjs");
 const dirs: string[] = [];
 after(() => dirs.forEach(cleanup));
 
-function strata(args: string[], cwd = REPO) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: "utf8", env: { ...process.env, STRATA_DEBUG: "" } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 function projectWith(matrix: string, stackFiles: Record<string, string> = {}) {
   const dir = simpleProject(matrix, stackFiles);
   dirs.push(dir);
   return dir;
 }
-const noStackTrace = (text: string) => assert.doesNotMatch(text, /^\s+at .+:\d+:\d+\)?$/m, "no stack trace reaches the user");
 
 describe("strata check", () => {
   test("prints the derived bases of the default matrix", () => {

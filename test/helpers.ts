@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -6,6 +7,17 @@ import { MatrixError, type Problem } from "../matrix/errors.ts";
 
 export const REPO = join(import.meta.dirname, "..");
 export const FIXTURES = join(REPO, "examples", "localai");
+/** The strata CLI, as users run it. */
+export const BIN = join(REPO, "bin", "strata.mjs");
+
+/** Runs the strata CLI in `cwd` (default the repository) with STRATA_DEBUG off; its exit code and output. */
+export function strata(args: string[], cwd = REPO) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: "utf8", env: { ...process.env, STRATA_DEBUG: "" } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Asserts that `text` carries no stack trace. */
+export const noStackTrace = (text: string) => assert.doesNotMatch(text, /^\s+at .+:\d+:\d+\)?$/m, "no stack trace reaches the user");
 
 /** A minimal base Dockerfile with the two stages the reference Dockerfile has. */
 export const BASE_DOCKERFILE = `ARG CUDA_VERSION=12.6.3

@@ -1,35 +1,21 @@
 import assert from "node:assert/strict";
-import { after, before, beforeEach, describe, it } from "node:test";
+import { beforeEach, describe, it } from "node:test";
 import { DescribeInstancesCommand, type Instance } from "@aws-sdk/client-ec2";
 import { GetParameterCommand, GetParametersByPathCommand } from "@aws-sdk/client-ssm";
 import { createWebhookHandler, handleInterruption, runHousekeeping, runScaleUp } from "../scaler/core.ts";
 import { delivery, jobPayload } from "./support/events.ts";
-import { createFleetStack, GPU, loopbackGitHub, WEBHOOK_SECRET, type FleetStack } from "./support/fleet-stack.ts";
-import { startMoto, type Moto } from "./support/moto.ts";
+import { GPU, useFleetStack, WEBHOOK_SECRET, type FleetStack } from "./support/fleet-stack.ts";
 
 // Spot interruption → re-run on-demand, and housekeeping's reconciliation, against moto and the loopback GitHub.
 // moto emits no interruption notices: the EventBridge event is injected here (our layer), the rest is real.
-let moto: Moto;
-const github = loopbackGitHub();
+const fleet = useFleetStack();
+const github = fleet.github;
 let t: FleetStack;
 let webhook: ReturnType<typeof createWebhookHandler>;
 const REPO = { owner: "acme", repo: "models" };
 
-before(async () => {
-  moto = await startMoto();
-  await github.start();
-});
-after(async () => {
-  await github.close();
-  await moto.stop();
-});
 beforeEach(async () => {
-  await moto.reset();
-  github.jobs.clear();
-  github.runners.clear();
-  github.reruns.length = 0;
-  github.clearScripts();
-  t = await createFleetStack(moto, github, { maxRunners: 4 });
+  t = await fleet.create({ maxRunners: 4 });
   webhook = createWebhookHandler(t.deps);
 });
 

@@ -1,38 +1,20 @@
 import assert from "node:assert/strict";
-import { after, before, beforeEach, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { DescribeInstancesCommand, type Instance } from "@aws-sdk/client-ec2";
 import { GetParameterCommand, GetParametersByPathCommand } from "@aws-sdk/client-ssm";
 import { createWebhookHandler, runScaleUp, type ScaleUpDeps } from "../scaler/core.ts";
 import { MAX_QUEUED_MS } from "../scaler/logic.ts";
 import { delivery, jobPayload } from "./support/events.ts";
-import { createFleetStack, GPU, InjectedCapacityFaults, loopbackGitHub, WEBHOOK_SECRET, type FleetStack } from "./support/fleet-stack.ts";
-import { startMoto, type Moto } from "./support/moto.ts";
+import { GPU, InjectedCapacityFaults, useFleetStack, WEBHOOK_SECRET, type FleetStack, type FleetStackOptions } from "./support/fleet-stack.ts";
 
 // The scale-up consumer's contract: real EC2/SSM/SQS calls against moto, GitHub on loopback.
-let moto: Moto;
-const github = loopbackGitHub();
+const fleet = useFleetStack();
+const github = fleet.github;
 let t: FleetStack;
 const REPO = { owner: "acme", repo: "models" };
 
-before(async () => {
-  moto = await startMoto();
-  await github.start();
-});
-after(async () => {
-  await github.close();
-  await moto.stop();
-});
-beforeEach(async () => {
-  await moto.reset();
-  github.jobs.clear();
-  github.runners.clear();
-  github.requests.length = 0;
-  github.tokenRequests.length = 0;
-  github.clearScripts();
-});
-
-async function stack(o: Parameters<typeof createFleetStack>[2] = {}) {
-  t = await createFleetStack(moto, github, o);
+async function stack(o: FleetStackOptions = {}) {
+  t = await fleet.create(o);
   return { webhook: createWebhookHandler(t.deps) };
 }
 async function enqueue(webhook: ReturnType<typeof createWebhookHandler>, ids: number[], extra: Parameters<typeof jobPayload>[3] = {}) {

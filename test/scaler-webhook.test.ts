@@ -1,33 +1,21 @@
 import assert from "node:assert/strict";
-import { after, before, beforeEach, describe, it } from "node:test";
+import { beforeEach, describe, it } from "node:test";
 import { DescribeInstancesCommand } from "@aws-sdk/client-ec2";
 import { GetParametersByPathCommand } from "@aws-sdk/client-ssm";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { createWebhookHandler, runScaleUp } from "../scaler/core.ts";
 import { delivery, jobPayload, sign } from "./support/events.ts";
-import { createFleetStack, GPU, loopbackGitHub, WEBHOOK_SECRET as SECRET, type FleetStack } from "./support/fleet-stack.ts";
-import { startMoto, type Moto } from "./support/moto.ts";
+import { GPU, useFleetStack, WEBHOOK_SECRET as SECRET, type FleetStack } from "./support/fleet-stack.ts";
 
 // The webhook Lambda's contract, against moto (SQS, SSM, Secrets Manager, EC2) and the loopback GitHub.
-let moto: Moto;
-const github = loopbackGitHub();
+const fleet = useFleetStack();
+const github = fleet.github;
 let t: FleetStack;
 let handle: ReturnType<typeof createWebhookHandler>;
 const REPO = { owner: "acme", repo: "models" };
 
-before(async () => {
-  moto = await startMoto();
-  await github.start();
-});
-after(async () => {
-  await github.close();
-  await moto.stop();
-});
 beforeEach(async () => {
-  await moto.reset();
-  github.jobs.clear();
-  github.requests.length = 0;
-  t = await createFleetStack(moto, github);
+  t = await fleet.create();
   handle = createWebhookHandler(t.deps);
 });
 

@@ -519,6 +519,76 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
   return toYaml(header(o, "Builds the CUDA/PyTorch bases whose identity changed, one job per base on the GPU runner fleet."), doc);
 }
 
+/** What the two runtimes workflows (per runtime, per runtime shard) differ in, outside their build jobs. */
+interface RuntimesSelect {
+  /** What one build job entry is, in the dispatch input's description: "runtime" or "runtime shard". */
+  unit: string;
+  /** Name of the `select` job. */
+  jobName: string;
+  /** Prefix of the select job's per-matrix outputs, `<output>_<i>`. */
+  output: string;
+  /** How many build job matrices (one output each). */
+  groups: number;
+  /** Name of the select step. */
+  stepName: string;
+  /** Environment of the select step. */
+  env: Record<string, string>;
+  /** Shell lines after the version line that write the selection and its outputs (`total` among them). */
+  select: string[];
+  /** The last shell line: the step summary. */
+  summary: string;
+}
+
+/**
+ * The runtimes workflow around its build jobs: triggers (release tags, a completed base build on the default
+ * branch, dispatch with `since`), no default permissions, one run per ref, and the `select` job that picks what
+ * to build and hands it to `jobs` as `<output>_<i>` outputs beside sha, version and count.
+ */
+function runtimesDoc(o: Resolved, sel: RuntimesSelect, jobs: Record<string, Json>): Json {
+  return {
+    name: "strata build runtimes",
+    on: {
+      push: { tags: ["v*"] },
+      workflow_run: { workflows: ["strata build bases"], types: ["completed"], branches: [o.defaultBranch] },
+      workflow_dispatch: { inputs: { since: { description: `Commit to compare against (default: the last successful run); 'all' builds every ${sel.unit}`, required: false, type: "string", default: "" } } },
+    },
+    permissions: {},
+    concurrency: { group: "strata-runtimes-${{ github.ref }}", "cancel-in-progress": false },
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
+    jobs: {
+      select: {
+        name: sel.jobName,
+        if: "${{ github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success' }}",
+        "runs-on": "ubuntu-latest",
+        permissions: { contents: "read", actions: "read" },
+        outputs: Object.fromEntries([
+          ["sha", "${{ steps.select.outputs.sha }}"],
+          ["version", "${{ steps.select.outputs.version }}"],
+          ["count", "${{ steps.select.outputs.count }}"],
+          ...Array.from({ length: sel.groups }, (_, i) => [`${sel.output}_${i + 1}`, `\${{ steps.select.outputs.${sel.output}_${i + 1} }}`]),
+        ]),
+        steps: [
+          ...setupSteps(o, 0, "${{ github.event.workflow_run.head_sha || github.sha }}"),
+          sinceStep("strata-build-runtimes.yml"),
+          {
+            id: "select",
+            name: sel.stepName,
+            env: sel.env,
+            run: sh([
+              "set -euo pipefail",
+              `if [ "$REF_TYPE" = tag ]; then version="$REF_NAME"; else version="${o.defaultBranch}"; fi`,
+              ...sel.select,
+              '{ echo "sha=$(git rev-parse HEAD)"; echo "version=$version"; } >> "$GITHUB_OUTPUT"',
+              sel.summary,
+            ]),
+          },
+        ],
+      },
+      ...jobs,
+    },
+  };
+}
+
 function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolved): string {
   if (shardsRuntimes(plan, o.runtimeShardSize)) return shardedRuntimesWorkflow(plan, o);
   const shards = shardCount(plan.runtimes.length, "runtimes", o);
@@ -562,54 +632,24 @@ function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolv
       ],
     };
   }
-  const doc: Json = {
-    name: "strata build runtimes",
-    on: {
-      push: { tags: ["v*"] },
-      workflow_run: { workflows: ["strata build bases"], types: ["completed"], branches: [o.defaultBranch] },
-      workflow_dispatch: { inputs: { since: { description: "Commit to compare against (default: the last successful run); 'all' builds every runtime", required: false, type: "string", default: "" } } },
-    },
-    permissions: {},
-    concurrency: { group: "strata-runtimes-${{ github.ref }}", "cancel-in-progress": false },
-    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
-    jobs: {
-      select: {
-        name: "Runtimes to build",
-        if: "${{ github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success' }}",
-        "runs-on": "ubuntu-latest",
-        permissions: { contents: "read", actions: "read" },
-        outputs: Object.fromEntries([
-          ["sha", "${{ steps.select.outputs.sha }}"],
-          ["version", "${{ steps.select.outputs.version }}"],
-          ["count", "${{ steps.select.outputs.count }}"],
-          ...Array.from({ length: shards }, (_, i) => [`runtimes_${i + 1}`, `\${{ steps.select.outputs.runtimes_${i + 1} }}`]),
-        ]),
-        steps: [
-          ...setupSteps(o, 0, "${{ github.event.workflow_run.head_sha || github.sha }}"),
-          sinceStep("strata-build-runtimes.yml"),
-          {
-            id: "select",
-            name: "Release tags build every runtime; the default branch builds what changed",
-            env: { SINCE: "${{ steps.since.outputs.since }}", EVENT: "${{ github.event_name }}", REF_TYPE: "${{ github.ref_type }}", REF_NAME: "${{ github.ref_name }}" },
-            run: sh([
-              "set -euo pipefail",
-              `if [ "$REF_TYPE" = tag ]; then version="$REF_NAME"; else version="${o.defaultBranch}"; fi`,
-              'if [ "$REF_TYPE" = tag ] || [ "$SINCE" = all ]; then',
-              "  npx strata check --matrix \"$STRATA_MATRIX\" --json | jq -c '[.runtimes[].name] | sort' > runtimes.json",
-              "else",
-              '  npx strata impact --json --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
-              "  jq -c '.rebuild.runtimes | sort' impact.json > runtimes.json",
-              "fi",
-              ...shardOutputs("runtimes.json", "runtimes", shards, size, "runtimes"),
-              '{ echo "sha=$(git rev-parse HEAD)"; echo "version=$version"; } >> "$GITHUB_OUTPUT"',
-              'echo "### Runtimes to build ($version): $total" >> "$GITHUB_STEP_SUMMARY"',
-            ]),
-          },
-        ],
-      },
-      ...jobs,
-    },
-  };
+  const doc = runtimesDoc(o, {
+    unit: "runtime",
+    jobName: "Runtimes to build",
+    output: "runtimes",
+    groups: shards,
+    stepName: "Release tags build every runtime; the default branch builds what changed",
+    env: { SINCE: "${{ steps.since.outputs.since }}", EVENT: "${{ github.event_name }}", REF_TYPE: "${{ github.ref_type }}", REF_NAME: "${{ github.ref_name }}" },
+    select: [
+      'if [ "$REF_TYPE" = tag ] || [ "$SINCE" = all ]; then',
+      "  npx strata check --matrix \"$STRATA_MATRIX\" --json | jq -c '[.runtimes[].name] | sort' > runtimes.json",
+      "else",
+      '  npx strata impact --json --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
+      "  jq -c '.rebuild.runtimes | sort' impact.json > runtimes.json",
+      "fi",
+      ...shardOutputs("runtimes.json", "runtimes", shards, size, "runtimes"),
+    ],
+    summary: 'echo "### Runtimes to build ($version): $total" >> "$GITHUB_STEP_SUMMARY"',
+  }, jobs);
   return toYaml(header(o, `Builds runtime images FROM the published bases (${VARIABLES.baseRefs}) on hosted runners, ${shards} job matrix(es) of at most ${size}.`), doc);
 }
 
@@ -667,54 +707,24 @@ function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o:
       ],
     };
   }
-  const doc: Json = {
-    name: "strata build runtimes",
-    on: {
-      push: { tags: ["v*"] },
-      workflow_run: { workflows: ["strata build bases"], types: ["completed"], branches: [o.defaultBranch] },
-      workflow_dispatch: { inputs: { since: { description: "Commit to compare against (default: the last successful run); 'all' builds every runtime shard", required: false, type: "string", default: "" } } },
-    },
-    permissions: {},
-    concurrency: { group: "strata-runtimes-${{ github.ref }}", "cancel-in-progress": false },
-    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix },
-    jobs: {
-      select: {
-        name: "Runtime shards to update",
-        if: "${{ github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success' }}",
-        "runs-on": "ubuntu-latest",
-        permissions: { contents: "read", actions: "read" },
-        outputs: Object.fromEntries([
-          ["sha", "${{ steps.select.outputs.sha }}"],
-          ["version", "${{ steps.select.outputs.version }}"],
-          ["count", "${{ steps.select.outputs.count }}"],
-          ...Array.from({ length: groups }, (_, i) => [`shards_${i + 1}`, `\${{ steps.select.outputs.shards_${i + 1} }}`]),
-        ]),
-        steps: [
-          ...setupSteps(o, 0, "${{ github.event.workflow_run.head_sha || github.sha }}"),
-          sinceStep("strata-build-runtimes.yml"),
-          {
-            id: "select",
-            name: "Release tags update every runtime shard; the default branch those a change touches",
-            env: { SINCE: "${{ steps.since.outputs.since }}", REF_TYPE: "${{ github.ref_type }}", REF_NAME: "${{ github.ref_name }}", ALL_SHARDS: JSON.stringify(all) },
-            run: sh([
-              "set -euo pipefail",
-              `if [ "$REF_TYPE" = tag ]; then version="$REF_NAME"; else version="${o.defaultBranch}"; fi`,
-              'if [ "$REF_TYPE" = tag ] || [ "$SINCE" = all ]; then',
-              "  printf '%s' \"$ALL_SHARDS\" | jq -c 'sort_by(ltrimstr(\"runtimes-\") | tonumber)' > shards.json",
-              "else",
-              '  npx strata impact --json --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
-              "  jq -c '.shards.runtimes' impact.json > shards.json",
-              "fi",
-              ...shardOutputs("shards.json", "shards", groups, size, "runtime shards"),
-              '{ echo "sha=$(git rev-parse HEAD)"; echo "version=$version"; } >> "$GITHUB_OUTPUT"',
-              `echo "### Runtime shards to update ($version): $total of ${all.length}" >> "$GITHUB_STEP_SUMMARY"`,
-            ]),
-          },
-        ],
-      },
-      ...jobs,
-    },
-  };
+  const doc = runtimesDoc(o, {
+    unit: "runtime shard",
+    jobName: "Runtime shards to update",
+    output: "shards",
+    groups,
+    stepName: "Release tags update every runtime shard; the default branch those a change touches",
+    env: { SINCE: "${{ steps.since.outputs.since }}", REF_TYPE: "${{ github.ref_type }}", REF_NAME: "${{ github.ref_name }}", ALL_SHARDS: JSON.stringify(all) },
+    select: [
+      'if [ "$REF_TYPE" = tag ] || [ "$SINCE" = all ]; then',
+      "  printf '%s' \"$ALL_SHARDS\" | jq -c 'sort_by(ltrimstr(\"runtimes-\") | tonumber)' > shards.json",
+      "else",
+      '  npx strata impact --json --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --base "$SINCE" > impact.json',
+      "  jq -c '.shards.runtimes' impact.json > shards.json",
+      "fi",
+      ...shardOutputs("shards.json", "shards", groups, size, "runtime shards"),
+    ],
+    summary: `echo "### Runtime shards to update ($version): $total of ${all.length}" >> "$GITHUB_STEP_SUMMARY"`,
+  }, jobs);
   return toYaml(
     header(o, `Builds runtime images in ${all.length} runtime shard stacks (${o.stack}${RUNTIME_SHARD_INFIX}<k>, at most ${o.runtimeShardSize} runtimes each) FROM the bases the root stack publishes, ${groups} job matrix(es) of at most ${size} shards.`),
     doc,

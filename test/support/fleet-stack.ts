@@ -8,9 +8,10 @@ import { CreateLaunchTemplateCommand, DescribeSubnetsCommand, EC2Client } from "
 import { CreateSecretCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { SSMClient } from "@aws-sdk/client-ssm";
+import { after, before, beforeEach } from "node:test";
 import { buildDeps, type RealDeps } from "../../scaler/wiring.ts";
 import { LaunchError, silentLogger, type Ec2Port, type LaunchRequest } from "../../scaler/ports.ts";
-import type { Moto } from "./moto.ts";
+import { startMoto, type Moto } from "./moto.ts";
 import { FakeGitHubServer, generateAppKey } from "./github-server.ts";
 
 export const WEBHOOK_SECRET = "moto-webhook-secret";
@@ -98,6 +99,34 @@ export async function createFleetStack(moto: Moto, github: FakeGitHubServer, o: 
 
 export function loopbackGitHub(): FakeGitHubServer {
   return new FakeGitHubServer({ appId: APP_ID, installationId: INSTALLATION_ID, publicKey: key.publicKey, scope: "orgs/acme" });
+}
+
+/**
+ * Registers a test file's hooks for fleet tests: moto and the loopback GitHub start before its tests and stop after;
+ * before each test moto is emptied and the loopback forgets its jobs, runners, recorded requests, reruns and
+ * scripts. `create` then builds a fresh fleet stack in moto (call it from the file's own beforeEach or a test).
+ */
+export function useFleetStack(): { github: FakeGitHubServer; create(o?: FleetStackOptions): Promise<FleetStack> } {
+  let moto: Moto;
+  const github = loopbackGitHub();
+  before(async () => {
+    moto = await startMoto();
+    await github.start();
+  });
+  after(async () => {
+    await github.close();
+    await moto.stop();
+  });
+  beforeEach(async () => {
+    await moto.reset();
+    github.jobs.clear();
+    github.runners.clear();
+    github.requests.length = 0;
+    github.tokenRequests.length = 0;
+    github.reruns.length = 0;
+    github.clearScripts();
+  });
+  return { github, create: (o) => createFleetStack(moto, github, o) };
 }
 
 /**
