@@ -404,6 +404,7 @@ async function blobsOf(registry: string, repo: string, tag: string): Promise<Map
 
 test("forecast from real build records, the GPU gate's CPU side, and base GC on the loopback registry", { timeout: 600_000 }, async (t) => {
   if (!avail.ok) {
+    // As above: only where no engine can start; CI installs it.
     t.skip(avail.why);
     return;
   }
