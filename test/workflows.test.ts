@@ -11,6 +11,7 @@ import { DEFAULT_LABELS } from "../components/fleet/config.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import {
+  ACTION_PINS,
   ACTIONS,
   checkRunnerLabels,
   DEFAULT_POOLS,
@@ -19,6 +20,7 @@ import {
   MAX_MATRIX_JOBS,
   shardCount,
   shardSlices,
+  toYaml,
   WORKFLOW_FILES,
   WorkflowError,
   type RunnerPool,
@@ -175,10 +177,31 @@ describe("strata-build-bases.yml", () => {
     assert.match(run, /--target '\*\*STRATA_BASE_REFS'/);
   });
 
-  test("pins every action to a full version tag", () => {
-    for (const content of Object.values(generateWorkflows(plans.master, OPTS))) {
-      for (const [, ref] of content.matchAll(/uses: (\S+)/g)) assert.match(ref, /^[\w.-]+\/[\w.-]+@v\d+\.\d+\.\d+$/, ref);
+  test("pins every action by full commit SHA from the pin table, its version as a comment", () => {
+    const pins = new Set(Object.values(ACTION_PINS).map((p) => `${p.repo}@${p.sha} # ${p.version}`));
+    const variants = [
+      generateWorkflows(plans.master, OPTS),
+      generateWorkflows(plans.default, { ...OPTS, registryKind: "external" }),
+      generateWorkflows(plans.default, { ...OPTS, baseEnvironment: "bases" }),
+    ];
+    let seen = 0;
+    for (const files of variants) {
+      for (const [file, content] of Object.entries(files)) {
+        for (const line of content.split("\n").filter((l) => /\buses\s*:/.test(l))) {
+          const m = /^\s*(?:- )?uses: ([\w.-]+\/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+)$/.exec(line);
+          assert.ok(m, `${file}: not pinned as owner/repo@<40-hex sha> # vX.Y.Z: ${line.trim()}`);
+          assert.ok(pins.has(m[1]), `${file}: ${m[1]} is not an entry of ACTION_PINS`);
+          seen++;
+        }
+      }
     }
+    assert.ok(seen >= 20, `only ${seen} uses: lines seen`);
+    for (const p of Object.values(ACTION_PINS)) assert.match(p.sha, /^[0-9a-f]{40}$/, p.repo);
+  });
+
+  test("refuses to write a uses: that is not in the pin table", () => {
+    const doc = { jobs: { a: { steps: [{ uses: "actions/checkout@v4" }] } } };
+    assert.throws(() => toYaml("", doc), /uses: actions\/checkout@v4 is not in ACTION_PINS/);
   });
 
   test("runs the jobs that push bases in the protected environment when one is configured", () => {

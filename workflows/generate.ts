@@ -1,4 +1,4 @@
-import { stringify } from "yaml";
+import { Document, isPair, isScalar, visit } from "yaml";
 import { DEFAULT_LABELS, DEFAULT_POOL_NAME, labelSetKey, parseFleetConfig } from "../components/fleet/config.ts";
 import { SECRETS, VARIABLES } from "../components/github-trust.ts";
 import { DEFAULT_RUNTIME_SHARD_SIZE, RUNTIME_SHARD_INFIX, runtimeShards, SHARD_INFIX, shardsRuntimes } from "../components/shard-stacks.ts";
@@ -13,19 +13,29 @@ import type { BuildPlan } from "../matrix/plan.ts";
 export const MAX_MATRIX_JOBS = 256;
 
 /**
- * Third-party actions, pinned to full version tags (a moving major tag such as `@v4` could change under a build).
- * Bump deliberately; for stricter supply-chain pinning replace a tag with its commit SHA and keep the tag as a
- * comment.
+ * Every third-party action the generated workflows use, pinned to the full commit SHA its version tag pointed to
+ * (a tag can be moved; a commit cannot). The YAML carries the version as a comment after the SHA. Each SHA was read
+ * from the action's own repository (`git rev-parse <tag>^{commit}`) and cross-checked against public workflows that
+ * pin the same version. Bump deliberately: change `version` and `sha` together.
  */
-export const ACTIONS = {
-  checkout: "actions/checkout@v4.2.2",
-  setupNode: "actions/setup-node@v4.4.0",
-  awsCredentials: "aws-actions/configure-aws-credentials@v4.2.1",
-  ecrLogin: "aws-actions/amazon-ecr-login@v2.0.1",
-  dockerLogin: "docker/login-action@v3.4.0",
-  setupBuildx: "docker/setup-buildx-action@v3.10.0",
-  pulumi: "pulumi/actions@v6.0.0",
+export const ACTION_PINS = {
+  checkout: { repo: "actions/checkout", version: "v4.2.2", sha: "11bd71901bbe5b1630ceea73d27597364c9af683" },
+  setupNode: { repo: "actions/setup-node", version: "v4.4.0", sha: "49933ea5288caeca8642d1e84afbd3f7d6820020" },
+  awsCredentials: { repo: "aws-actions/configure-aws-credentials", version: "v4.2.1", sha: "b47578312673ae6fa5b5096b330d9fbac3d116df" },
+  ecrLogin: { repo: "aws-actions/amazon-ecr-login", version: "v2.0.1", sha: "062b18b96a7aff071d4dc91bc00c4c1a7945b076" },
+  dockerLogin: { repo: "docker/login-action", version: "v3.4.0", sha: "74a5d142397b4f367a81961eba4e8cd7edddf772" },
+  setupBuildx: { repo: "docker/setup-buildx-action", version: "v3.10.0", sha: "b5ca514318bd6ebac0fb2aedd5d36ec1b5c232a2" },
+  pulumi: { repo: "pulumi/actions", version: "v6.6.1", sha: "8582a9e8cc630786854029b4e09281acd6794b58" },
+  cosignInstaller: { repo: "sigstore/cosign-installer", version: "v3.10.1", sha: "7e8b541eb2e61bf99390e1afd4be13a184e9ebc5" },
 } as const;
+
+/** `uses:` values, `owner/repo@<sha>`, from {@link ACTION_PINS}. */
+export const ACTIONS = Object.fromEntries(Object.entries(ACTION_PINS).map(([k, p]) => [k, `${p.repo}@${p.sha}`])) as {
+  readonly [K in keyof typeof ACTION_PINS]: string;
+};
+
+/** The version comment written after each pinned `uses:`. */
+const PIN_VERSIONS = new Map<string, string>(Object.values(ACTION_PINS).map((p) => [`${p.repo}@${p.sha}`, p.version]));
 
 /** The generated files, relative to the repository root. */
 export const WORKFLOW_FILES = {
@@ -189,13 +199,19 @@ function compareKeys(a: string, b: string): number {
 
 /** YAML with ordered keys, block scalars for scripts and no line folding: the same object gives the same bytes. */
 export function toYaml(header: string, doc: Json): string {
-  const body = stringify(doc, {
+  const yaml = new Document(doc, {
     sortMapEntries: (a, b) => compareKeys(String((a.key as { value?: unknown })?.value ?? a.key), String((b.key as { value?: unknown })?.value ?? b.key)),
-    lineWidth: 0,
-    minContentWidth: 0,
     aliasDuplicateObjects: false,
   });
-  return `${header}${body}`;
+  visit(yaml, {
+    Pair(_, pair) {
+      if (!isPair(pair) || !isScalar(pair.key) || pair.key.value !== "uses" || !isScalar(pair.value)) return;
+      const version = PIN_VERSIONS.get(String(pair.value.value));
+      if (version === undefined) throw new WorkflowError(`uses: ${String(pair.value.value)} is not in ACTION_PINS: every action must be pinned by commit SHA there`);
+      pair.value.comment = ` ${version}`;
+    },
+  });
+  return `${header}${yaml.toString({ lineWidth: 0, minContentWidth: 0 })}`;
 }
 
 function header(opts: Resolved, what: string): string {
