@@ -15,7 +15,7 @@ import { baseSignerIdentity, parseGitHubConfig } from "../components/github-trus
 import { loadMatrix } from "../matrix/load.ts";
 import { ACTIONS, COSIGN_VERSION, generateWorkflows, verifyBasesScript, WORKFLOW_FILES, type WorkflowOptions } from "../workflows/generate.ts";
 import { COSIGN_BIN, REPO_ROOT, run, signingToolsAvailable, startRegistry, type LoopbackRegistry } from "./engine/harness.ts";
-import { startSigstore, type ActionsIdentity, type LoopbackSigstore } from "./support/sigstore.ts";
+import { startSigstore, startTimestampAuthority, type ActionsIdentity, type LoopbackSigstore } from "./support/sigstore.ts";
 
 const plan = loadMatrix(join(REPO_ROOT, "strata.yaml"));
 const OPTS: WorkflowOptions = { stack: "prod", matrix: "strata.yaml" };
@@ -357,5 +357,52 @@ describe("signing and verifying with the real cosign against a loopback registry
     const unknown = await runStep(stepNamed(shardJob, VERIFY), { env: { STRATA_SHARD: "runtimes-9" }, stackOutputs: rootRefs });
     assert.equal(unknown.code, 1);
     assert.match(unknown.out, /no base to verify/);
+  });
+
+  test("transparencyLog false: no Rekor entry, a timestamp from the authority instead, verified with its chain", async () => {
+    const tsa = await startTimestampAuthority(dir);
+    try {
+      const priv = generateWorkflows(plan, { ...OPTS, signing: { transparencyLog: false, timestampUrl: tsa.url } });
+      const tls = { SSL_CERT_FILE: tsa.tlsCaFile, CURL_CA_BUNDLE: tsa.tlsCaFile };
+      const base = await pushImage("strata/bases", "turing-666666666666");
+      const rekorBefore = sigstore.requests.filter((r) => r === "POST /api/v1/log/entries").length;
+      const signed = await runStep(stepNamed(jobs(priv, WORKFLOW_FILES.bases)["build-1"]!, SIGN), {
+        id: ID.baseMain,
+        env: { STRATA_BASE: "turing", ...tls },
+        stackOutputs: { "prod-base-turing.baseRefs": { turing: base.ref } },
+      });
+      assert.equal(signed.code, 0, signed.out);
+      assert.equal(sigstore.requests.filter((r) => r === "POST /api/v1/log/entries").length, rekorBefore, "nothing sent to Rekor");
+      assert.ok(tsa.requests.includes("POST /api/v1/timestamp"), tsa.requests.join(", "));
+      assert.match(signed.summary, /timestamp authority, no transparency log/);
+
+      const step = stepNamed(jobs(priv, WORKFLOW_FILES.runtimes)["build-1"]!, VERIFY);
+      const context = { "steps.base.outputs.bases": '["turing"]' };
+      const ok = await runStep(step, { env: { BASE_REFS: JSON.stringify({ turing: base.ref }), ...tls }, context });
+      assert.equal(ok.code, 0, ok.out);
+      assert.ok(tsa.requests.includes("GET /api/v1/timestamp/certchain"));
+      // The timestamp is checked: against another authority's chain it fails.
+      const otherTsa = await startTimestampAuthority(await mkdtemp(join(dir, "tsa-")));
+      try {
+        const foreignChain = { ...step, run: step.run!.replaceAll(tsa.url, otherTsa.url) };
+        assert.notEqual(foreignChain.run, step.run);
+        const foreign = await runStep(foreignChain, { env: { BASE_REFS: JSON.stringify({ turing: base.ref }), SSL_CERT_FILE: otherTsa.tlsCaFile, CURL_CA_BUNDLE: otherTsa.tlsCaFile }, context });
+        assert.equal(foreign.code, 1, foreign.out);
+        assert.match(foreign.out, /unable to verify RFC3161 timestamp/);
+      } finally {
+        await otherTsa.close();
+      }
+      // The same checks still hold: another signer fails, timestamp or not.
+      const other = await pushImage("strata/bases", "turing-777777777777");
+      await runStep(stepNamed(jobs(priv, WORKFLOW_FILES.bases)["build-1"]!, SIGN), { id: ID.pullRequest, env: { STRATA_BASE: "turing", ...tls }, stackOutputs: { "prod-base-turing.baseRefs": { turing: other.ref } } });
+      const wrong = await runStep(step, { env: { BASE_REFS: JSON.stringify({ turing: other.ref }), ...tls }, context });
+      assert.equal(wrong.code, 1, wrong.out);
+      assert.match(wrong.out, /none of the expected identities matched/);
+      // A verifier expecting the public log (the default) refuses it: consumers add the flags the README names.
+      const strict = await verifyBase(base.ref);
+      assert.equal(strict.code, 1, strict.out);
+    } finally {
+      await tsa.close();
+    }
   });
 });

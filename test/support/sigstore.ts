@@ -10,13 +10,16 @@
  * in `env` (SIGSTORE_ROOT_FILE, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE, SIGSTORE_REKOR_PUBLIC_KEY), so cosign verifies
  * certificates, SCTs and log entries against the mock's own keys, exactly as it does against sigstore's TUF root.
  */
+import { execFileSync } from "node:child_process";
 import { createPublicKey, generateKeyPairSync, randomBytes, sign as cryptoSign } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { fulcioHandler, initializeCA, initializeCTLog } from "@sigstore/mock/dist/fulcio/index.js";
 import { initializeTLog, rekorHandler } from "@sigstore/mock/dist/rekor/index.js";
+import { initializeTSA, tsaHandler } from "@sigstore/mock/dist/timestamp/index.js";
 import { GITHUB_OIDC_URL, workflowRef } from "../../components/github-trust.ts";
 
 /** Who a job is, as GitHub Actions' OIDC token says it. */
@@ -181,6 +184,104 @@ export async function startSigstore(dir: string): Promise<LoopbackSigstore> {
       identities.set(key, id);
       return { GITHUB_ACTIONS: "true", ACTIONS_ID_TOKEN_REQUEST_URL: `${url}/actions-token/${key}?api-version=2.0`, ACTIONS_ID_TOKEN_REQUEST_TOKEN: `request-token-${key}` };
     },
+    requests,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export interface LoopbackTimestampAuthority {
+  /** `https://127.0.0.1:PORT/api/v1/timestamp` (what strata:github.signing.timestampUrl names). */
+  url: string;
+  /** The loopback TLS certificate: give it to cosign (SSL_CERT_FILE) and curl (CURL_CA_BUNDLE). */
+  tlsCaFile: string;
+  /** Requests served, `METHOD path`. */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/** One DER element: tag byte, contents, and the offset after it. */
+function derElement(buf: Buffer, at: number): { tag: number; body: Buffer; end: number } {
+  const tag = buf[at]!;
+  let len = buf[at + 1]!;
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[start + i]!;
+    start += n;
+  }
+  if (start + len > buf.length) throw new Error("truncated DER");
+  return { tag, body: buf.subarray(start, start + len), end: start + len };
+}
+const derChildren = (body: Buffer) => {
+  const out: ReturnType<typeof derElement>[] = [];
+  for (let at = 0; at < body.length; ) {
+    const e = derElement(body, at);
+    out.push(e);
+    at = e.end;
+  }
+  return out;
+};
+const HASH_OIDS: Record<string, string> = { "608648016503040201": "sha256", "608648016503040202": "sha384", "608648016503040203": "sha512" };
+
+/**
+ * The mock's RFC 3161 timestamp authority on loopback HTTPS (self-signed for 127.0.0.1, made with openssl):
+ * `POST /api/v1/timestamp` takes the DER TimeStampReq cosign sends and answers with the mock's TimeStampResp;
+ * `GET /api/v1/timestamp/certchain` gives its certificate chain (PEM), as sigstore's timestamp authority does.
+ */
+export async function startTimestampAuthority(dir: string): Promise<LoopbackTimestampAuthority> {
+  const tsa = await initializeTSA(generateKeyPairSync("ec", { namedCurve: "prime256v1" }));
+  const handler = tsaHandler(tsa);
+  const keyFile = join(dir, "tsa-tls.key");
+  const tlsCaFile = join(dir, "tsa-tls.crt");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keyFile, "-out", tlsCaFile], { stdio: "ignore" });
+  const pem = (der: ArrayBufferView) => `-----BEGIN CERTIFICATE-----\n${Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n$/, "")}\n-----END CERTIFICATE-----\n`;
+  const chain = pem(tsa.intCertificate) + pem(tsa.rootCertificate);
+  const requests: string[] = [];
+  const server = createHttpsServer({ key: await readFile(keyFile), cert: await readFile(tlsCaFile) }, async (req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    try {
+      if (req.method === "GET" && req.url === "/api/v1/timestamp/certchain") {
+        res.writeHead(200, { "Content-Type": "application/pem-certificate-chain" });
+        res.end(chain);
+        return;
+      }
+      if (req.method !== "POST" || req.url !== handler.path) {
+        res.writeHead(404);
+        res.end();
+        return;
+      }
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      // TimeStampReq ::= SEQUENCE { version, messageImprint SEQUENCE { AlgorithmIdentifier, OCTET STRING }, reqPolicy OID
+      // OPTIONAL, nonce INTEGER OPTIONAL, certReq BOOLEAN DEFAULT FALSE, ... } (RFC 3161 2.4.1); the mock takes JSON.
+      const fields = derChildren(derElement(Buffer.concat(chunks), 0).body);
+      const [algorithm, hashed] = derChildren(fields[1]!.body);
+      const oid = derChildren(algorithm!.body)[0]!.body.toString("hex");
+      // The mock encodes the nonce as a JS number: cosign's 160-bit nonce is kept to its low 48 bits (cosign does not
+      // compare the nonce when it verifies a timestamp).
+      const nonce = fields.find((f, i) => i > 1 && f.tag === 0x02)?.body;
+      const json = {
+        artifactHash: hashed!.body.toString("base64"),
+        hashAlgorithm: HASH_OIDS[oid] ?? "sha256",
+        nonce: nonce ? Number(BigInt(`0x${nonce.toString("hex")}`) & 0xffffffffffffn) : undefined,
+        certificates: fields.some((f) => f.tag === 0x01 && f.body[0] !== 0),
+      };
+      const r = await handler.fn(JSON.stringify(json));
+      res.writeHead(r.statusCode, { "Content-Type": r.contentType ?? "text/plain" });
+      res.end(typeof r.response === "string" ? r.response : Buffer.from(r.response.buffer, r.response.byteOffset, r.response.byteLength));
+    } catch (err) {
+      res.writeHead(400, { "Content-Type": "text/plain" });
+      res.end((err as Error).message);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1/timestamp`,
+    tlsCaFile,
     requests,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
