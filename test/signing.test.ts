@@ -1,6 +1,7 @@
 // Signatures: the generated sign and verify steps, run with bash exactly as generated, against the real cosign 2.5
 // (Debian trixie, .ci/engine-deps.sh), a loopback distribution registry and a loopback sigstore (the Fulcio CA, CT
-// log and Rekor of @sigstore/mock, plus GitHub Actions' OIDC token endpoint: test/support/sigstore.ts). The cosign
+// log, Rekor and RFC 3161 timestamp authority of @sigstore/mock, plus GitHub Actions' OIDC token endpoint:
+// test/support/sigstore.ts). The cosign
 // shim on PATH (test/support/cosign-shim) only adds the loopback Fulcio/Rekor URLs; the Pulumi CLI, which is not
 // installed here, is a stub answering `pulumi stack output` (test/support/pulumi-stub).
 import assert from "node:assert/strict";
@@ -97,7 +98,7 @@ describe("generated signing steps (structure)", () => {
     const job = jobs(trunk, WORKFLOW_FILES.runtimes)["build-1"]!;
     assert.equal(stepNamed(job, VERIFY).run, verifyBasesScript({ transparencyLog: true, timestampUrl: "https://timestamp.sigstore.dev/api/v1/timestamp" }));
     assert.equal(stepNamed(job, VERIFY).env?.BASE_SIGNER, "https://github.com/${{ github.repository }}/.github/workflows/strata-build-bases.yml@refs/heads/trunk");
-    assert.match(stepNamed(jobs(trunk, WORKFLOW_FILES.bases)["build-1"]!, SIGN).run!, /cosign sign --yes --recursive --tlog-upload=true "\$name@\$digest"/);
+    assert.match(stepNamed(jobs(trunk, WORKFLOW_FILES.bases)["build-1"]!, SIGN).run!, /cosign sign --yes --recursive --tlog-upload=true "\$image"/);
   });
 
   test("strata:github.signing.transparencyLog false: no Rekor upload, a timestamp authority instead, verified as such", () => {
@@ -106,7 +107,7 @@ describe("generated signing steps (structure)", () => {
     assert.deepEqual(parseGitHubConfig({ repositories: [REPOSITORY] }).signing, { transparencyLog: true, timestampUrl: "https://timestamp.sigstore.dev/api/v1/timestamp" });
     const priv = generateWorkflows(plan, { ...OPTS, signing: gh.signing });
     const sign = stepNamed(jobs(priv, WORKFLOW_FILES.bases)["build-1"]!, SIGN).run!;
-    assert.match(sign, /cosign sign --yes --recursive --tlog-upload=false --timestamp-server-url 'https:\/\/timestamp\.sigstore\.dev\/api\/v1\/timestamp' "\$name@\$digest"/);
+    assert.match(sign, /cosign sign --yes --recursive --tlog-upload=false --timestamp-server-url 'https:\/\/timestamp\.sigstore\.dev\/api\/v1\/timestamp' "\$image"/);
     const verify = stepNamed(jobs(priv, WORKFLOW_FILES.runtimes)["build-1"]!, VERIFY).run!;
     assert.match(verify, /--insecure-ignore-tlog=true --use-signed-timestamps --timestamp-certificate-chain tsa-chain\.pem/);
     assert.throws(() => parseGitHubConfig({ repositories: [REPOSITORY], signing: { timestampUrl: "http://tsa.example" } }), /strata:github\.signing\.timestampUrl/);
@@ -234,7 +235,8 @@ describe("signing and verifying with the real cosign against a loopback registry
       id: ID.baseMain,
       env: { STRATA_BASE: "turing" },
       stackOutputs: { "prod-base-turing.baseRefs": { turing: base.ref } },
-      attestations: [attestation],
+      // The base itself named again, by digest only: signed once.
+      attestations: [attestation, base.ref.replace(/:turing-\d+@/, "@")],
     });
     assert.equal(r.code, 0, r.out);
     // By digest only, never by tag; keyless (no --key); Rekor upload on.
