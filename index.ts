@@ -152,6 +152,7 @@ function declareGitHub(config: StackConfig, gh: GitHubConfig, plan: BuildPlan, r
           defaultBranch: gh.defaultBranch,
           baseEnvironment: gh.baseEnvironment,
           runnerLabels: gh.runnerLabels,
+          signing: gh.signing,
           pools: fleetPools(config.fleet, "strata:fleet"),
           runtimeShardSize: config.runtimeShardSize,
         })

@@ -4,7 +4,8 @@
 #  * bookworm packages, installed normally with apt-get:
 #      docker-registry (distribution v2 registry binary), busybox-static (tiny OS image),
 #      runc, iptables, pigz, ca-certificates
-#  * trixie packages docker.io (dockerd 26), docker-cli, containerd (1.7), docker-buildx (0.13):
+#  * trixie packages docker.io (dockerd 26), docker-cli, containerd (1.7), docker-buildx (0.13),
+#    cosign (2.5, for the signing tests, test/signing.test.ts):
 #      fetched with `apt-get download` through a PRIVATE apt configuration
 #      (.cache/engine/apt: own sources.list, lists and archives) pointing at trixie on the
 #      machine's own Debian mirror, then unpacked with `dpkg-deb -x` into
@@ -18,12 +19,12 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${STRATA_ENGINE_CACHE:-$REPO_ROOT/.cache/engine}"
 ROOTFS="$CACHE/root"
-TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx)
+TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx cosign)
 # runc comes from bookworm: trixie's runc needs glibc 2.38 (bookworm has 2.36).
 BOOKWORM_PKGS=(docker-registry busybox-static runc iptables pigz ca-certificates)
 # Files that must exist after unpacking; also used to decide whether work is needed.
 REQUIRED_BINS=(usr/sbin/dockerd usr/bin/docker usr/bin/containerd usr/bin/containerd-shim-runc-v2
-               usr/libexec/docker/cli-plugins/docker-buildx)
+               usr/libexec/docker/cli-plugins/docker-buildx usr/bin/cosign)
 
 say() { printf '[engine-deps] %s\n' "$*"; }
 die() { printf '[engine-deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -119,7 +120,7 @@ for b in "${REQUIRED_BINS[@]}"; do
   [ -e "$ROOTFS.tmp/$b" ] || die "expected $b in the unpacked trixie packages, not found"
 done
 # Smoke-check that the trixie binaries run on this system (glibc etc.) before publishing them.
-for b in usr/sbin/dockerd usr/bin/docker usr/bin/containerd "usr/bin/containerd-shim-runc-v2 -v"; do
+for b in usr/sbin/dockerd usr/bin/docker usr/bin/containerd "usr/bin/containerd-shim-runc-v2 -v" "usr/bin/cosign version"; do
   set -- $b
   "$ROOTFS.tmp/$1" "${2:---version}" >/dev/null 2>&1 || die "$1 from trixie does not run on this system: $("$ROOTFS.tmp/$1" "${2:---version}" 2>&1 | head -3)"
 done

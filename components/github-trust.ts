@@ -9,6 +9,8 @@ import { DEFAULT_LABELS } from "./fleet/config.ts";
 export const GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com";
 export const GITHUB_OIDC_HOST = "token.actions.githubusercontent.com";
 export const STS_AUDIENCE = "sts.amazonaws.com";
+/** sigstore's public RFC 3161 timestamp authority. */
+export const DEFAULT_TIMESTAMP_URL = "https://timestamp.sigstore.dev/api/v1/timestamp";
 
 /** The Actions variables the wiring sets on every repository; the generated workflows read exactly these. */
 export const VARIABLES = {
@@ -62,6 +64,19 @@ const GitHubConfigSchema = z.strictObject({
   runnerLabels: z.array(label).min(1).default([...DEFAULT_LABELS]),
   /** Also keep the generated workflows in the repositories (github.RepositoryFile). Default false. */
   commitWorkflows: z.boolean().default(false),
+  /** How the generated workflows sign pushed images (cosign, keyless with the job's OIDC identity). Default below. */
+  signing: z
+    .strictObject({
+      /**
+       * Record each signature in sigstore's public Rekor log (what `cosign verify` checks by default). A private
+       * repository may not want its repository and workflow names in a public log: false signs without it, dated by
+       * `timestampUrl` instead, and verifies with `--insecure-ignore-tlog --use-signed-timestamps`. Default true.
+       */
+      transparencyLog: z.boolean().default(true),
+      /** RFC 3161 timestamp authority for `transparencyLog: false`. Default `https://timestamp.sigstore.dev/api/v1/timestamp`. */
+      timestampUrl: z.url({ protocol: /^https$/ }).default(DEFAULT_TIMESTAMP_URL),
+    })
+    .prefault({}),
 }).superRefine((config, ctx) => {
   // Each extra subject is checked at its own field (strata:github.extraSubjects.<role>[i]).
   for (const [role, subs] of Object.entries(config.extraSubjects) as [RoleKey, string[]][]) {
@@ -118,6 +133,15 @@ export const RELEASE_TAG_PATTERN = "refs/tags/v*";
 /** `OWNER/NAME/.github/workflows/FILE@REF`, the `job_workflow_ref` of a job of that workflow run at that ref. */
 export function workflowRef(repository: string, file: string, ref: string): string {
   return `${repository}/${file}@${ref}`;
+}
+
+/**
+ * The certificate identity Fulcio gives the base-build workflow on the default branch, `https://github.com/` +
+ * its `job_workflow_ref`: the only signer a runtime build accepts for a base (the same workflow and branch the
+ * push-bases role trusts).
+ */
+export function baseSignerIdentity(repository: string, defaultBranch: string): string {
+  return `https://github.com/${workflowRef(repository, WORKFLOW_FILES.bases, `refs/heads/${defaultBranch}`)}`;
 }
 
 /** The `token.actions.githubusercontent.com:sub` values each role trusts, for every configured repository. */

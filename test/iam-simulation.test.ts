@@ -247,6 +247,15 @@ function rows(d: Declared): Row[] {
     allow("github-push-runtimes", "ecr:BatchGetImage", repo("bases"), "pulls the base it builds FROM"),
     allow("github-push-runtimes", "ecr:GetDownloadUrlForLayer", repo("bases"), "pulls the base it builds FROM"),
     deny("github-push-runtimes", "ecr:PutImage", repo("bases"), "the runtime role overwriting a base"),
+    // cosign after each push (signature tags sha256-<digest>.sig in the image's own repository) and before each runtime build.
+    allow("github-push-bases", "ecr:BatchGetImage", repo("bases"), "cosign sign reads a base's existing signatures"),
+    allow("github-push-bases", "ecr:BatchCheckLayerAvailability", repo("bases"), "cosign sign checks the signature's blobs"),
+    allow("github-push-bases", "ecr:PutImage", repo("bases"), "cosign sign pushes a base's sha256-DIGEST.sig"),
+    allow("github-push-runtimes", "ecr:BatchGetImage", repo("runtimes"), "cosign sign reads a runtime's existing signatures"),
+    allow("github-push-runtimes", "ecr:InitiateLayerUpload", repo("runtimes"), "cosign sign uploads a runtime's signature"),
+    allow("github-push-runtimes", "ecr:PutImage", repo("runtimes"), "cosign sign pushes a runtime's sha256-DIGEST.sig"),
+    allow("github-push-runtimes", "ecr:GetDownloadUrlForLayer", repo("bases"), "cosign verify reads a base's signature before the build"),
+    deny("github-push-runtimes", "ecr:InitiateLayerUpload", repo("bases"), "the runtime role forging a base's signature"),
     // Read-only (pull requests).
     allow("github-read-only", "ecr:BatchGetImage", repo("bases"), "pulls a base"),
     allow("github-read-only", "ecr:BatchGetImage", repo("runtimes"), "pulls a runtime"),

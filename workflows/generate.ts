@@ -1,6 +1,6 @@
 import { Document, isPair, isScalar, visit } from "yaml";
 import { DEFAULT_LABELS, DEFAULT_POOL_NAME, labelSetKey, parseFleetConfig } from "../components/fleet/config.ts";
-import { SECRETS, VARIABLES } from "../components/github-trust.ts";
+import { baseSignerIdentity, DEFAULT_TIMESTAMP_URL, GITHUB_OIDC_URL, SECRETS, VARIABLES } from "../components/github-trust.ts";
 import { DEFAULT_RUNTIME_SHARD_SIZE, RUNTIME_SHARD_INFIX, runtimeShards, SHARD_INFIX, shardsRuntimes } from "../components/shard-stacks.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 
@@ -94,6 +94,16 @@ export interface WorkflowOptions {
    * runtime shard stack `<stack>-runtimes-<k>` instead of one bake job per runtime. Default 500.
    */
   runtimeShardSize?: number;
+  /** strata:github.signing: public transparency log or a timestamp authority. Default `{ transparencyLog: true }`. */
+  signing?: Partial<SigningOptions>;
+}
+
+/** How pushed images are signed (strata:github.signing). */
+export interface SigningOptions {
+  /** Upload each signature to sigstore's public Rekor log. Default true. */
+  transparencyLog: boolean;
+  /** RFC 3161 timestamp authority that dates signatures when `transparencyLog` is false. Default sigstore's public TSA. */
+  timestampUrl: string;
 }
 
 /** A generator input problem: what is wrong and what to do. */
@@ -145,8 +155,9 @@ export function checkRunnerLabels(labels: readonly string[], pools: readonly Run
   return pool;
 }
 
-interface Resolved extends Required<Omit<WorkflowOptions, "baseEnvironment">> {
+interface Resolved extends Required<Omit<WorkflowOptions, "baseEnvironment" | "signing">> {
   baseEnvironment?: string;
+  signing: SigningOptions;
 }
 
 function resolve(opts: WorkflowOptions): Resolved {
@@ -169,6 +180,8 @@ function resolve(opts: WorkflowOptions): Resolved {
     runtimeShardSize: DEFAULT_RUNTIME_SHARD_SIZE,
     ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
   } as Resolved;
+  r.signing = { transparencyLog: opts.signing?.transparencyLog ?? true, timestampUrl: opts.signing?.timestampUrl ?? DEFAULT_TIMESTAMP_URL };
+  if (!/^https:\/\/[^\s'"$`\\]+$/.test(r.signing.timestampUrl)) throw new WorkflowError(`signing timestamp authority '${r.signing.timestampUrl}' must be an https:// URL (strata:github.signing.timestampUrl)`);
   if (!/^[A-Za-z0-9_.-]{1,100}$/.test(r.stack)) throw new WorkflowError(`stack '${r.stack}' is not a Pulumi stack name (letters, digits, '-', '_', '.')`);
   if (r.registryKind === "local") {
     throw new WorkflowError(`stack '${r.stack}' pushes to a local registry, which GitHub-hosted and fleet runners cannot reach: generate workflows for a stack with strata:registry.kind ecr or external (--stack NAME)`);
@@ -407,6 +420,120 @@ function recordStep(): Json {
   };
 }
 
+/** The cosign release the workflows install (cosign-installer's `cosign-release`); Debian trixie's, which the tests run. */
+export const COSIGN_VERSION = "v2.5.0";
+
+/**
+ * Where a job's attestation step lists the attestation artifacts it pushed (`repo@sha256:…`, one a line); the sign
+ * step signs them too.
+ */
+export const ATTESTATIONS_FILE = "$RUNNER_TEMP/strata-attestations.txt";
+
+/** Shell lines that split `$ref` (`repo[:tag]@sha256:…`) into `$name@$digest`, refusing anything not pinned by digest. */
+function digestRefLines(what: string): string[] {
+  return [
+    '  digest="${ref##*@}"',
+    '  if [ "$digest" = "$ref" ] || ! [[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]]; then',
+    `    echo "::error title=strata signing::${what} '$ref' is not pinned by a sha256 digest: strata signs and verifies digests only, never tags"`,
+    "    exit 1",
+    "  fi",
+    '  name="${ref%@*}"',
+    '  last="${name##*/}"',
+    '  if [[ "$last" == *:* ]]; then name="${name%:*}"; fi',
+  ];
+}
+
+const requireCosign = (why: string) => `command -v cosign >/dev/null || { echo "::error title=strata signing::cosign is not installed: ${why}"; exit 1; }`;
+
+/**
+ * The sign step: `collect` (shell lines) appends the `repo:tag@sha256:…` refs the job just pushed to sign-refs.txt;
+ * the attestation artifacts in {@link ATTESTATIONS_FILE} join them; each is signed by digest, keyless, with the
+ * job's OIDC identity (Fulcio certificate for `https://github.com/<job_workflow_ref>`). `--recursive`: a base is a
+ * multi-platform index, and signing its platform manifests too lets a consumer that resolved the index to its own
+ * platform's digest (a kubelet's image ID, `crane digest --platform`) verify that digest as well.
+ */
+export function signScript(signing: SigningOptions, collect: string[]): string {
+  const tlog = signing.transparencyLog ? ["--tlog-upload=true"] : ["--tlog-upload=false", `--timestamp-server-url '${signing.timestampUrl}'`];
+  return sh([
+    "set -euo pipefail",
+    requireCosign("the digests just pushed would stay unsigned, and runtime builds refuse unsigned bases"),
+    ": > sign-refs.txt",
+    ...collect,
+    `attestations="${ATTESTATIONS_FILE}"`,
+    'if [ -f "$attestations" ]; then cat "$attestations" >> sign-refs.txt; fi',
+    "# Every ref as repo@sha256:… (a tag is dropped, so one digest named twice is signed once).",
+    ": > sign-digests.txt",
+    "while IFS= read -r ref; do",
+    '  [ -n "$ref" ] || continue',
+    ...digestRefLines("pushed image"),
+    '  echo "$name@$digest" >> sign-digests.txt',
+    "done < sign-refs.txt",
+    "signed=0",
+    "while IFS= read -r image; do",
+    `  cosign sign --yes --recursive ${tlog.join(" ")} "$image" < /dev/null`,
+    '  echo "- \\`$image\\`" >> signed.md',
+    "  signed=$((signed + 1))",
+    "done < <(sort -u sign-digests.txt)",
+    'if [ "$signed" -eq 0 ]; then echo "::error title=strata signing::nothing to sign: the update pushed no digest this job can name"; exit 1; fi',
+    `{ echo "### Signed ($signed, keyless, ${signing.transparencyLog ? "Rekor" : "timestamp authority, no transparency log"})"; cat signed.md; } >> "$GITHUB_STEP_SUMMARY"`,
+  ]);
+}
+
+/**
+ * The verify step of a runtime build: each base in `$BASES` (JSON array of names), at its ref in `$BASE_REFS`
+ * (JSON object name → `repo:tag@sha256:…`, the STRATA_BASE_REFS format), must carry a signature whose certificate
+ * is `$BASE_SIGNER` (the base workflow on the default branch, {@link baseSignerIdentity}) issued by GitHub's OIDC
+ * issuer. Fails closed: a missing ref, a tag without digest, no signature, another signer, a verify error or no cosign
+ * all end the job before anything is built. `prelude` (shell lines) may set BASES and BASE_REFS first.
+ */
+export function verifyBasesScript(signing: SigningOptions, prelude: string[] = []): string {
+  const tlog = signing.transparencyLog ? [] : ["--insecure-ignore-tlog=true", "--use-signed-timestamps", "--timestamp-certificate-chain tsa-chain.pem"];
+  return sh([
+    "set -euo pipefail",
+    requireCosign("base signatures cannot be checked, so nothing is built"),
+    ...prelude,
+    ': "${BASE_SIGNER:?the base signer identity is not set}"',
+    ...(signing.transparencyLog ? [] : [`curl -fsS --proto =https '${signing.timestampUrl}/certchain' -o tsa-chain.pem`]),
+    "bases=\"$(printf '%s' \"$BASES\" | jq -r '.[]')\"",
+    "verified=0",
+    "while IFS= read -r base; do",
+    '  [ -n "$base" ] || continue',
+    "  ref=\"$(printf '%s' \"$BASE_REFS\" | jq -r --arg b \"$base\" '.[$b] // empty')\"",
+    `  if [ -z "$ref" ]; then echo "::error title=strata base signature::base '$base' has no published ref; nothing is built FROM it"; exit 1; fi`,
+    ...digestRefLines("base"),
+    `  if ! cosign verify --certificate-identity "$BASE_SIGNER" --certificate-oidc-issuer ${GITHUB_OIDC_URL} ${[...tlog, ""].join(" ")}"$name@$digest" > "verified-$base.json" < /dev/null; then`,
+    `    echo "::error title=strata base signature::base '$base' ($name@$digest) has no valid signature by $BASE_SIGNER (unsigned, signed by another workflow, branch or repository, or altered): refusing to build FROM it"`,
+    "    exit 1",
+    "  fi",
+    '  echo "Base \\`$base\\` ($name@$digest): signature by $BASE_SIGNER verified"',
+    "  verified=$((verified + 1))",
+    'done <<< "$bases"',
+    'if [ "$verified" -eq 0 ]; then echo "::error title=strata base signature::no base to verify (BASES is empty)"; exit 1; fi',
+  ]);
+}
+
+/** cosign, pinned, as the sign and verify steps run it. */
+function installCosign(): Json {
+  return { name: "Install cosign", uses: ACTIONS.cosignInstaller, with: { "cosign-release": COSIGN_VERSION } };
+}
+
+/** After a push: install cosign (unless the job already did), then sign what `collect` names (see {@link signScript}). */
+function signSteps(o: Resolved, collect: string[], install = true): Json[] {
+  return [...(install ? [installCosign()] : []), { name: "Sign the pushed digests (cosign keyless, this job's OIDC identity)", run: signScript(o.signing, collect) }];
+}
+
+/** Before a build: install cosign, then verify the bases it builds FROM (see {@link verifyBasesScript}). */
+function verifySteps(o: Resolved, env: Record<string, string>, prelude: string[] = []): Json[] {
+  return [
+    installCosign(),
+    {
+      name: "Verify the bases' signatures (base workflow on the default branch)",
+      env: { BASE_SIGNER: baseSignerIdentity("${{ github.repository }}", o.defaultBranch), ...env },
+      run: verifyBasesScript(o.signing, prelude),
+    },
+  ];
+}
+
 function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
   const shards = shardCount(plan.bases.length, "bases", o);
   const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
@@ -455,6 +582,7 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
             'echo "Base \\`$STRATA_BASE\\` → \\`$ref\\` (stack $shard)" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        ...signSteps(o, [`shard="\${STRATA_STACK}${SHARD_INFIX}\${STRATA_BASE}"`, "pulumi stack output --stack \"$shard\" baseRefs --json | jq -r '.[]' >> sign-refs.txt"]),
         recordStep(),
         diskGuard(o, "report"),
       ],
@@ -627,7 +755,8 @@ function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolv
         ...registryLogin(o),
         { name: "Set up Docker Buildx", uses: ACTIONS.setupBuildx },
         {
-          name: "Build FROM the published base",
+          id: "base",
+          name: "The published base of this runtime",
           run: sh([
             "set -euo pipefail",
             "npx strata check --matrix \"$STRATA_MATRIX\" --json > plan.json",
@@ -638,13 +767,25 @@ function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolv
             '  *":${tag}@sha256:"*) ;;',
             `  *) echo "::error::base '$base' of runtime '$STRATA_RUNTIME': ${VARIABLES.baseRefs} has '\${ref:-nothing}', the matrix wants tag '$tag'; the base build (strata-build-bases) has not published it yet"; exit 1 ;;`,
             "esac",
+            'echo "base=$base" >> "$GITHUB_OUTPUT"',
+            "jq -cn --arg b \"$base\" '[$b]' | sed 's/^/bases=/' >> \"$GITHUB_OUTPUT\"",
+          ]),
+        },
+        ...verifySteps(o, { BASES: "${{ steps.base.outputs.bases }}" }),
+        {
+          name: "Build FROM the published base",
+          env: { BASE: "${{ steps.base.outputs.base }}" },
+          run: sh([
+            "set -euo pipefail",
+            "ref=\"$(printf '%s' \"$BASE_REFS\" | jq -r --arg b \"$BASE\" '.[$b]')\"",
             "# Pin the base by the digest the base build published (bake metadata format), then build this runtime only.",
-            "jq -n --arg t \"base-$base\" --arg d \"${ref##*@}\" '{($t): {\"containerimage.digest\": $d}}' > pins.json",
+            "jq -n --arg t \"base-$BASE\" --arg d \"${ref##*@}\" '{($t): {\"containerimage.digest\": $d}}' > pins.json",
             'npx strata bake --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --registry "$REGISTRY" --version "$VERSION" --pin pins.json --out bake.json',
-            'docker buildx bake -f bake.json "runtime-$STRATA_RUNTIME"',
+            'docker buildx bake -f bake.json "runtime-$STRATA_RUNTIME" --metadata-file bake-metadata.json',
             'echo "Runtime \\`$STRATA_RUNTIME\\` ($VERSION) FROM \\`$ref\\`" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        ...signSteps(o, ["jq -r 'to_entries[] | (.value[\"image.name\"] | split(\",\")[0]) + \"@\" + .value[\"containerimage.digest\"]' bake-metadata.json >> sign-refs.txt"], false),
       ],
     };
   }
@@ -676,7 +817,8 @@ function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolv
  * 256 (the shard list is fixed here, so a matrix that changes the shards must regenerate this file).
  */
 function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolved): string {
-  const all = runtimeShards(plan, o.stack, o.runtimeShardSize).map((s) => s.name);
+  const shardList = runtimeShards(plan, o.stack, o.runtimeShardSize);
+  const all = shardList.map((s) => s.name);
   const groups = shardCount(all.length, "runtime shards", o);
   const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
   const jobs: Record<string, Json> = {};
@@ -699,6 +841,11 @@ function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o:
         ...registryLogin(o),
         { name: "Set up Docker Buildx", uses: ACTIONS.setupBuildx },
         { name: "Install Pulumi", uses: ACTIONS.pulumi },
+        ...verifySteps(o, { SHARD_BASES: JSON.stringify(Object.fromEntries(shardList.map((sh) => [sh.name, sh.bases]))) }, [
+          "# The bases this shard's runtimes build FROM, at the refs the root stack publishes (what the shard's program reads).",
+          "BASES=\"$(printf '%s' \"$SHARD_BASES\" | jq -c --arg s \"$STRATA_SHARD\" '.[$s] // []')\"",
+          'BASE_REFS="$(pulumi stack output --stack "$STRATA_STACK" baseRefs --json)"',
+        ]),
         {
           name: "pulumi up (runtime shard stack)",
           run: sh([
@@ -720,6 +867,7 @@ function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o:
             'echo "Runtime shard \\`$STRATA_SHARD\\` ($VERSION): $count runtime(s), stack $shard" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        ...signSteps(o, [`shard="\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}"`, "pulumi stack output --stack \"$shard\" runtimes --json | jq -r '.[].ref' >> sign-refs.txt"], false),
       ],
     };
   }

@@ -1,7 +1,8 @@
 // Real Docker engine for integration tests: containerd 1.7 + dockerd 26 (containerd image
 // store) + buildx 0.13 from Debian trixie packages unpacked by .ci/engine-deps.sh into
 // .cache/engine/root, and a distribution v2 registry (bookworm's docker-registry) on
-// 127.0.0.1. Everything lives in a fresh temp dir; nothing listens on TCP except the registry.
+// 127.0.0.1 (also alone: startRegistry), and trixie's cosign (COSIGN_BIN). Everything lives in
+// a fresh temp dir; nothing listens on TCP except the registry.
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, existsSync, openSync, closeSync, readFileSync, realpathSync } from "node:fs";
 import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
@@ -270,6 +271,79 @@ export async function buildPythonImage(engine: Engine, tag: string, extra: Recor
   await rm(dir, { recursive: true, force: true });
 }
 
+/** A distribution registry on 127.0.0.1 (free port, retried on a port race), storing under `dir/registry`. */
+async function registryDaemon(dir: string, logFile: string, env: NodeJS.ProcessEnv): Promise<{ address: string; proc: ChildProcess }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const cfg = join(dir, `registry-${port}.yml`);
+    await writeFile(
+      cfg,
+      [
+        "version: 0.1",
+        "log: { level: info, accesslog: { disabled: true } }",
+        `storage: { filesystem: { rootdirectory: "${dir}/registry" }, delete: { enabled: true } }`,
+        `http: { addr: "127.0.0.1:${port}", secret: "strata-test" }`,
+        "",
+      ].join("\n"),
+    );
+    const reg = daemon(BIN.registry, ["serve", cfg], logFile, env);
+    try {
+      await waitFor("docker-registry", 10_000, reg, logFile, async () => (await httpStatus({ host: "127.0.0.1", port, path: "/v2/" })) === 200);
+      return { address: `127.0.0.1:${port}`, proc: reg };
+    } catch (e) {
+      await stopProcess(reg, 2000);
+      if (attempt >= 3) throw e; // port race with another process: retry with a new port
+    }
+  }
+}
+
+/** cosign 2.5 from Debian trixie, unpacked by .ci/engine-deps.sh (the signing tests run it). */
+export const COSIGN_BIN = join(ROOT, "usr/bin/cosign");
+
+/** A loopback registry alone (no engine, no root needed): for tests that push through the registry API. */
+export interface LoopbackRegistry {
+  /** "127.0.0.1:PORT" (plain HTTP). */
+  address: string;
+  /** Last lines of the registry log. */
+  logs(lines?: number): string;
+  /** Stops the registry and removes its storage. */
+  stop(): Promise<void>;
+}
+
+/** Says whether the registry and cosign binaries are here, and if not why (run .ci/engine-deps.sh). */
+export function signingToolsAvailable(): { ok: boolean; why: string } {
+  const missing = [BIN.registry, COSIGN_BIN, "/usr/bin/jq", "/usr/bin/bash"].filter((p) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  return missing.length ? { ok: false, why: `missing ${missing.join(", ")}; run .ci/engine-deps.sh (as root)` } : { ok: true, why: "registry, cosign, jq and bash found" };
+}
+
+/** Starts a distribution registry on 127.0.0.1 in a fresh temp dir. */
+export async function startRegistry(): Promise<LoopbackRegistry> {
+  installExitHook();
+  const dir = await mkdtemp(join(tmpdir(), "strata-registry-"));
+  const log = join(dir, "registry.log");
+  try {
+    const reg = await registryDaemon(dir, log, process.env);
+    return {
+      address: reg.address,
+      logs: (n = 40) => tail(log, n),
+      stop: async () => {
+        await stopProcess(reg.proc, 5000);
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
 /** Starts containerd + dockerd + registry in a fresh temp dir and loads the tiny OS image. */
 export async function startEngine(): Promise<Engine> {
   const avail = engineAvailable();
@@ -351,30 +425,9 @@ export async function startEngine(): Promise<Engine> {
     await waitFor("dockerd", 30_000, dockerd, logFiles.dockerd, async () => (await httpStatus({ socketPath: dockerSock, path: "/_ping" })) === 200);
 
     // --- registry ---
-    let registry = "";
-    for (let attempt = 1; !registry; attempt++) {
-      const port = await freePort();
-      const cfg = join(dir, `registry-${port}.yml`);
-      await writeFile(
-        cfg,
-        [
-          "version: 0.1",
-          "log: { level: info, accesslog: { disabled: true } }",
-          `storage: { filesystem: { rootdirectory: "${dir}/registry" }, delete: { enabled: true } }`,
-          `http: { addr: "127.0.0.1:${port}", secret: "strata-test" }`,
-          "",
-        ].join("\n"),
-      );
-      const reg = daemon(BIN.registry, ["serve", cfg], logFiles.registry, daemonEnv);
-      try {
-        await waitFor("docker-registry", 10_000, reg, logFiles.registry, async () => (await httpStatus({ host: "127.0.0.1", port, path: "/v2/" })) === 200);
-        procs.push(reg);
-        registry = `127.0.0.1:${port}`;
-      } catch (e) {
-        await stopProcess(reg, 2000);
-        if (attempt >= 3) throw e; // port race with another process: retry with a new port
-      }
-    }
+    const reg = await registryDaemon(dir, logFiles.registry, daemonEnv);
+    procs.push(reg.proc);
+    const registry = reg.address;
 
     // --- client environment ---
     const dockerConfig = join(dir, "docker-config");
