@@ -329,3 +329,33 @@ describe("strata impact names an upstream re-publish", () => {
     assert.equal(readFileSync(join(dir, "strata.lock.json"), "utf8").includes(D("5")), true);
   });
 });
+
+describe("generated workflows", () => {
+  test("the PR check fails on a missing or stale lock; the weekly refresh runs strata lock and opens a PR with contents and pull-requests write only", async () => {
+    const { parse } = await import("yaml");
+    const { ACTIONS, generateWorkflows, LOCK_REFRESH_SCHEDULE, WORKFLOW_FILES } = await import("../workflows/generate.ts");
+    const dir = projectWith();
+    const files = generateWorkflows(loadMatrix(join(dir, "strata.yaml")), { stack: "prod", matrix: "deploy/gpu.yaml" });
+    type Step = { name: string; run?: string; uses?: string; env?: Record<string, string> };
+    const pr = parse(files[WORKFLOW_FILES.prCheck]) as { jobs: { check: { steps: Step[] } } };
+    const names = pr.jobs.check.steps.map((s) => s.name);
+    assert.ok(names.indexOf("Upstream lock is current") > names.indexOf("strata check"));
+    assert.equal(pr.jobs.check.steps.find((s) => s.name === "Upstream lock is current")?.run, 'npx strata lock --check --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX"\n');
+    const wf = parse(files[WORKFLOW_FILES.lockRefresh]) as { on: Record<string, unknown>; permissions: object; env: Record<string, string>; jobs: Record<string, { permissions: object; steps: Step[] }> };
+    assert.deepEqual(wf.on, { schedule: [{ cron: LOCK_REFRESH_SCHEDULE }], workflow_dispatch: {} });
+    assert.deepEqual(wf.permissions, {});
+    assert.deepEqual(Object.keys(wf.jobs), ["refresh"]);
+    assert.deepEqual(wf.jobs.refresh.permissions, { contents: "write", "pull-requests": "write" });
+    assert.equal(wf.env.STRATA_LOCK, "deploy/gpu.lock.json");
+    const steps = wf.jobs.refresh.steps;
+    assert.deepEqual(steps.flatMap((s) => (s.uses ? [s.uses] : [])), [ACTIONS.checkout, ACTIONS.setupNode], "no other action than checkout and setup-node");
+    assert.match(steps.find((s) => s.name === "strata lock")!.run!, /npx strata lock --stack "\$STRATA_STACK" --matrix "\$STRATA_MATRIX"/);
+    const open = steps.find((s) => s.name === "Open or update the pull request")!;
+    assert.equal(open.env?.GH_TOKEN, "${{ secrets.STRATA_LOCK_PR_TOKEN || github.token }}");
+    assert.match(open.run!, /git diff --quiet -- "\$STRATA_LOCK"/);
+    assert.match(open.run!, /git push --force origin "HEAD:refs\/heads\/\$BRANCH"/);
+    assert.match(open.run!, /gh pr edit "\$pr" --body-file body\.md/);
+    assert.match(open.run!, /gh pr create --head "\$BRANCH" --base "\$BASE"/);
+    assert.match(open.run!, /set the secret STRATA_LOCK_PR_TOKEN/);
+  });
+});
