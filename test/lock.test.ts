@@ -359,3 +359,26 @@ describe("generated workflows", () => {
     assert.match(open.run!, /set the secret STRATA_LOCK_PR_TOKEN/);
   });
 });
+
+describe("the Pulumi program", () => {
+  test("the docker-build Image of a base gets a named context per locked upstream image; a runtime none for its base", async () => {
+    const { runProgram } = await import("../cli/program.ts");
+    const dir = projectWith({ "strata.lock.json": formatLock(lockOf({ [DEVEL]: [D("1"), { "linux/amd64": D("2") }], [RUNTIME]: [D("3"), { "linux/amd64": D("4") }] })) });
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const run = await runProgram({ stack: "dev", config: { "strata:matrix": "strata.yaml", "strata:registry": { kind: "local", address: "localhost:5000" }, "strata:release": { version: "v1" } } });
+      const image = (name: string) => run.resources.find((r) => r.type === "docker-build:index:Image" && r.name === name)!.inputs as { context: { location: string; named?: Record<string, { location: string }> } };
+      assert.deepEqual(image("base-ampere").context, {
+        location: "app",
+        named: {
+          [DEVEL]: { location: `docker-image://docker.io/nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04@${D("1")}` },
+          [RUNTIME]: { location: `docker-image://docker.io/nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04@${D("3")}` },
+        },
+      });
+      assert.deepEqual(image("runtime-app").context, { location: "app" });
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+});
