@@ -201,7 +201,7 @@ test("upstream lock on a real engine: lock, build by the locked digest, re-publi
     assert.ok(text.stdout.includes(`- [upstream] ${ref}: ${tag1.slice(0, 19)} → ${tag2.slice(0, 19)}`), text.stdout);
   });
 
-  await t.test("BuildKit replaces FROM docker.io/library/x:1 by a named context keyed x:1 (or the full name), not by one for another tag", async () => {
+  await t.test("BuildKit replaces FROM docker.io/library/x:1 (and COPY --from=x:1) by a named context keyed x:1 (or the full name), not by one for another tag", async () => {
     const dir = join(work, "keys");
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, "Dockerfile"), "FROM docker.io/library/strata-offline:1\nRUN cat /etc/upstream-release > /seen\n");
@@ -210,6 +210,11 @@ test("upstream lock on a real engine: lock, build by the locked digest, re-publi
     assert.ok(out.includes(`${upstream}:12@${tag1}`), out.slice(-2000));
     const full = await engine.docker(["buildx", "build", "--progress=plain", "--build-context", `docker.io/library/strata-offline:1=docker-image://${upstream}:12@${tag1}`, "--output", "type=cacheonly", dir], { cwd: work, timeoutMs: 120_000 });
     assert.equal(full.code, 0, `the fully qualified key is normalised to the same name:\n${full.stderr.slice(-2000)}`);
+    // COPY --from an image goes through the same named contexts.
+    const copy = join(work, "keys-copy");
+    await mkdir(copy, { recursive: true });
+    await writeFile(join(copy, "Dockerfile"), `FROM ${engine.tinyImage}\nCOPY --from=strata-offline:1 /etc/upstream-release /seen\n`);
+    await docker(["buildx", "build", "--progress=plain", "--build-context", `strata-offline:1=docker-image://${upstream}:12@${tag1}`, "--output", "type=cacheonly", copy]);
     const other = await engine.docker(["buildx", "build", "--progress=plain", "--build-context", `strata-offline:2=docker-image://${upstream}:12@${tag1}`, "--output", "type=cacheonly", dir], { cwd: work, timeoutMs: 120_000 });
     assert.notEqual(other.code, 0, "a context for another tag does not replace the FROM (the build then needs Docker Hub, which is unreachable)");
   });
