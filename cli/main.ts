@@ -193,8 +193,6 @@ async function plan(v: Values): Promise<number> {
     throw err;
   }
   for (const note of planned.notes) process.stderr.write(`strata plan: ${note}\n`);
-  const lock = lockWarning(loadMatrix(matrix));
-  if (lock) process.stderr.write(lock + "\n");
   const report = planReport(planned.stack, matrix, planned.run);
   process.stdout.write((v.json ? JSON.stringify(report, null, 2) : formatPlan(report)) + "\n");
   return 0;

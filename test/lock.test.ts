@@ -196,6 +196,9 @@ describe("strata lock --check", () => {
     const c = strata(["check"], dir);
     assert.equal(c.code, 0);
     assert.equal(c.stderr, "strata: warning: no lock file strata.lock.json: 2 upstream image(s) are built by tag; run `strata lock` and commit strata.lock.json\n");
+    const p = strata(["plan"], dir);
+    assert.equal(p.code, 0, p.stderr);
+    assert.equal(p.stderr.match(/no lock file strata\.lock\.json: 2 upstream image\(s\) are built by tag; run `strata lock` and commit strata\.lock\.json/g)?.length, 1, p.stderr);
   });
 
   test("exit 0 when current; exit 1 when stale, naming what is missing and what is no longer used", () => {
