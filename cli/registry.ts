@@ -320,7 +320,11 @@ export function platformMatches(wanted: string, platform: { os?: string; archite
  */
 export async function resolveTag(client: RegistryClient, repo: string, tag: string, platforms: string[], known?: ResolvedTag): Promise<ResolvedTag> {
   if (known && platforms.every((p) => Object.hasOwn(known.platforms, p))) {
-    const head = await headManifest(client, repo, tag);
+    // A registry that refuses HEAD, or sends no digest with it, is asked with GET below.
+    const head = await headManifest(client, repo, tag).catch((err: unknown) => {
+      if (err instanceof RegistryError) return null;
+      throw err;
+    });
     if (head === known.digest) return { digest: known.digest, platforms: Object.fromEntries(platforms.map((p) => [p, known.platforms[p]])) };
   }
   const found = await getManifestBounded(client, repo, tag);
