@@ -87,8 +87,12 @@ export function contextKey(familiar: string): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Build-arg substitution, as BuildKit expands FROM: ${NAME}, $NAME, ${NAME:-default}, ${NAME:+alternative}.
 
-/** Expands the variables of `word` from `scope`; an unset variable is empty, as in BuildKit. */
+/**
+ * Expands the variables of `word` from `scope`; an unset variable is empty, as in BuildKit. A word longer than
+ * LIMITS.stringChars (no image reference is) is returned as it is, so a hostile Dockerfile costs linear time.
+ */
 export function expandArgs(word: string, scope: ReadonlyMap<string, string>): string {
+  if (word.length > LIMITS.stringChars) return word;
   return word.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])((?:[^{}]|\{[^{}]*\})*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, braced: string | undefined, op: string | undefined, operand: string | undefined, bare: string | undefined) => {
     if (m === "\\$") return "$";
     const name = braced ?? bare!;
@@ -147,7 +151,7 @@ export function upstreamImages(info: DockerfileInfo, opts: UpstreamOptions): { i
     const ref = parseImageRef(image);
     if (!ref) {
       if (!problems.some((p) => p.line === line)) {
-        problems.push({ ...at, message: `'${word}' gives '${image}' for ${platform}, which is not an image reference`, fix: "give the build arg a value (in the matrix or as the ARG's default) that makes a reference such as nvidia/cuda:12.6.3-runtime-ubuntu22.04" });
+        problems.push({ ...at, message: `'${clip(word)}' gives '${clip(image)}' for ${platform}, which is not an image reference`, fix: "give the build arg a value (in the matrix or as the ARG's default) that makes a reference such as nvidia/cuda:12.6.3-runtime-ubuntu22.04" });
       }
       return;
     }
@@ -313,6 +317,10 @@ export function lockWarning(plan: Pick<BuildPlan, "lock">): string | undefined {
   if (!l.exists) return `strata: warning: no lock file ${l.file}: ${l.missing.length} upstream image(s) are built by tag; ${fix}`;
   const parts = [...(l.missing.length ? [`not locked: ${list(l.missing)}`] : []), ...(l.extra.length ? [`no longer used: ${list(l.extra)}`] : [])];
   return `strata: warning: ${l.file} is stale (${parts.join("; ")}); ${fix}`;
+}
+
+function clip(s: string): string {
+  return s.length > 200 ? `${s.slice(0, 197)}...` : s;
 }
 
 function list(items: string[]): string {

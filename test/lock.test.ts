@@ -63,6 +63,15 @@ describe("build-arg substitution", () => {
     assert.equal(expandArgs("${B:-${A}}", scope), "1");
     assert.equal(expandArgs("\\$A", scope), "$A");
   });
+
+  test("a hostile FROM (a megabyte of unclosed ${X:-) is refused in linear time, as a problem at its line", () => {
+    const info = new DockerfileInfo(`ARG X=\${"\${X:-".repeat(50_000)}\nFROM \${"\${X:-".repeat(200_000)}\n`);
+    const { images, problems } = upstreamImages(info, { dockerfile: "Dockerfile", args: {}, platforms: ["linux/amd64"] });
+    assert.deepEqual(images, []);
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0].line, 2);
+    assert.ok(problems[0].message.length < 500, "the message quotes the line clipped");
+  });
 });
 
 describe("upstream images of a build", () => {
