@@ -74,6 +74,10 @@ export async function lockCommand(args: string[]): Promise<number> {
       return 0;
     }
 
+    if (required.size === 0 && !existsSync(state.file)) {
+      process.stdout.write(`strata lock: ${matrix} uses no upstream image to lock; nothing was written\n`);
+      return 0;
+    }
     const old = previousLock(state.file);
     const clients = new Map<string, RegistryClient>();
     const clientFor = (host: string) => {

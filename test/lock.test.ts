@@ -237,6 +237,15 @@ describe("strata lock --check", () => {
     noStackTrace(f.stderr);
   });
 
+  test("a matrix without upstream images needs no lock: check and write both say so and exit 0", () => {
+    const dir = projectWith({ "docker/Dockerfile.base": "FROM scratch AS base\nCOPY requirements.txt /\n" });
+    const c = strata(["lock", "--check"], dir);
+    assert.deepEqual([c.code, c.stdout], [0, "strata lock --check: strata.yaml uses no upstream image to lock\n"]);
+    const w = strata(["lock"], dir);
+    assert.deepEqual([w.code, w.stdout], [0, "strata lock: strata.yaml uses no upstream image to lock; nothing was written\n"]);
+    assert.equal(strata(["check"], dir).stderr, "");
+  });
+
   test("an unreachable registry: the error names the image and the registry, nothing is written", async () => {
     const probe = createServer();
     await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
