@@ -7,6 +7,7 @@ import { baseRefsFromRoot, baseRefsFromShards, checkPlanSize, findRuntimeShard, 
 import { configLocation, readStackConfig, type StackConfig } from "./config.ts";
 import { MatrixError, formatProblem } from "./matrix/errors.ts";
 import { loadMatrix } from "./matrix/load.ts";
+import { lockWarning } from "./matrix/lock.ts";
 import { runtimeTags, selectBases, type BuildPlan } from "./matrix/plan.ts";
 import { fleetPools, generateWorkflows, WorkflowError } from "./workflows/generate.ts";
 
@@ -27,6 +28,8 @@ async function declare() {
   const config = readStackConfig();
   const matrix = loadMatrix(config.matrix);
   for (const w of matrix.warnings) pulumi.log.warn(formatProblem(w, "warning"));
+  const lock = lockWarning(matrix);
+  if (lock) pulumi.log.warn(lock.replace(/^strata: warning: /, ""));
   // Runtime shards: above strata:runtimeShardSize runtimes, the root declares none and each shard stack
   // `<root>-runtimes-<k>` declares its group, FROM the bases the root publishes.
   const shards = shardsRuntimes(matrix, config.runtimeShardSize) ? runtimeShards(matrix, config.shardOf ?? pulumi.getStack(), config.runtimeShardSize) : [];

@@ -1,4 +1,5 @@
 import { join, relative } from "node:path";
+import { namedContexts } from "../matrix/lock.ts";
 import { cacheTag, runtimeTags, type BuildPlan, type TagVars } from "../matrix/plan.ts";
 
 /** A `docker buildx bake` file in its JSON form. */
@@ -11,6 +12,8 @@ export interface BakeTarget {
   context: string;
   dockerfile: string;
   target?: string;
+  /** Named contexts: each locked upstream image's FROM → `docker-image://<ref>@<digest>`. */
+  contexts?: Record<string, string>;
   args: Record<string, string>;
   platforms: string[];
   tags: string[];
@@ -34,7 +37,8 @@ export interface BakeOptions {
 /**
  * The same builds `pulumi up` declares, as a bake file: group `bases` (also `default`) and group `runtimes`.
  * Runtimes take BASE_IMAGE as the base's identity tag, or `tag@digest` once the bases' digests are pinned from
- * the metadata file of the bases build. Paths are relative to the working directory, where bake is run.
+ * the metadata file of the bases build. Locked upstream images come in as named contexts pinned by digest. Paths
+ * are relative to the working directory, where bake is run.
  */
 export function bakeFile(plan: BuildPlan, opts: BakeOptions): BakeFile {
   const target: Record<string, BakeTarget> = {};
@@ -48,10 +52,15 @@ export function bakeFile(plan: BuildPlan, opts: BakeOptions): BakeFile {
   };
   const common = { output: ["type=registry"], attest: ["type=provenance,disabled=true", "type=sbom,disabled=true"] };
 
+  const contexts = (images: Parameters<typeof namedContexts>[0]) => {
+    const named = namedContexts(images);
+    return Object.keys(named).length > 0 ? { contexts: named } : {};
+  };
   for (const b of plan.bases) {
     target[`base-${b.name}`] = {
       ...paths(b.context, b.dockerfile),
       ...(b.target ? { target: b.target } : {}),
+      ...contexts(b.upstream),
       args: b.args,
       platforms: b.platforms,
       tags: [`${opts.basesRepository}:${b.tag}`],
@@ -66,6 +75,7 @@ export function bakeFile(plan: BuildPlan, opts: BakeOptions): BakeFile {
     target[`runtime-${r.name}`] = {
       ...paths(r.context, r.dockerfile),
       ...(r.target ? { target: r.target } : {}),
+      ...contexts(r.upstream),
       args: { ...r.args, BASE_IMAGE: `${opts.basesRepository}:${base.tag}${pin ? `@${pin}` : ""}` },
       platforms: r.platforms,
       tags: runtimeTags(r, opts.release).map((t) => `${opts.runtimesRepository}:${t}`),

@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { formatProblem, MatrixError, Problems } from "../matrix/errors.ts";
 import { LIMITS, readRegularFile } from "../matrix/files.ts";
 import { loadMatrix } from "../matrix/load.ts";
+import { lockWarning } from "../matrix/lock.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { RecordedBasesSchema, validate } from "../matrix/schema.ts";
 import { SourceFile } from "../matrix/source.ts";
@@ -26,6 +27,9 @@ const COMMAND_USAGE = {
       and what the rebuild will cost, forecast from earlier builds' records.`,
   bake: `  strata bake [--stack NAME] [--matrix PATH] [--registry HOST[:PORT]] [--version V] [--pin METADATA] [--out FILE]
       Write a docker buildx bake file with the same builds (groups: bases, runtimes).`,
+  lock: `  strata lock [--matrix PATH] [--stack NAME] [--check]
+      Resolve every upstream image the builds start FROM (per platform, after build-arg substitution) to its digest
+      and write <matrix>.lock.json beside the matrix; --check (offline) exits 1 when the lock is missing or stale.`,
   impact: `  strata impact [--base REV] [--head REV] [--matrix PATH] [--stack NAME] [--json] [--history FILE | --history-registry HOST[/PREFIX]]
       Show which bases and runtimes a change rebuilds, and why (default: merge-base with the default branch
       → working tree), and the shard stacks it touches. Exit 0 whether or not something rebuilds; 1 invalid
@@ -86,6 +90,8 @@ export async function main(argv: string[]): Promise<number> {
         const { workflowsCommand } = await import("./workflows.ts");
         return await workflowsCommand(rest);
       }
+      case "lock":
+        return await (await import("./lock.ts")).lockCommand(rest);
       case "impact": {
         const { impactCommand } = await import("./impact.ts");
         return await impactCommand(rest);
@@ -148,6 +154,8 @@ function stackConfig(v: Values): { stack: string; config: Record<string, unknown
 
 function printWarnings(plan: BuildPlan): void {
   for (const w of plan.warnings) process.stderr.write(formatProblem(w, "warning") + "\n");
+  const lock = lockWarning(plan);
+  if (lock) process.stderr.write(lock + "\n");
 }
 
 function check(v: Values): number {

@@ -76,7 +76,8 @@ export class RegistryClient {
     this.base = `${loopback ? "http" : "https"}://${host}`;
   }
 
-  private async send(method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}, scope?: string): Promise<Response> {
+  /** One request with the token flow (a 401 is answered once); used by the functions at the end of this file too. */
+  async send(method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}, scope?: string): Promise<Response> {
     const url = path.startsWith("http") ? path : `${this.base}${path}`;
     const go = () =>
       fetch(url, { method, headers: { ...(init.headers ?? {}), ...(this.authHeader ? { Authorization: this.authHeader } : {}) }, body: init.body, redirect: "follow", signal: AbortSignal.timeout(60_000) });
@@ -231,4 +232,134 @@ export async function writeLedger(client: RegistryClient, cacheRepo: string, led
     layers: [empty],
     annotations: { "org.opencontainers.image.title": `strata build records of base ${ledger.base}` },
   } as Manifest & { mediaType: string; schemaVersion: number });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Upstream images for `strata lock`: a tag resolved to its digest and per-platform manifest digests.
+
+/** Largest image config read to tell a single-platform image's platform. */
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/** A tag as the lock records it: the digest it points to and the manifest digest of each platform needed. */
+export interface ResolvedTag {
+  digest: string;
+  platforms: Record<string, string>;
+}
+
+/** The body of a response, refused once it passes `maxBytes` (read in chunks, never buffered beyond). */
+export async function readBounded(res: Response, maxBytes: number, what: string): Promise<Buffer> {
+  const declared = Number(res.headers.get("content-length") ?? "");
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await res.body?.cancel();
+    throw new RegistryError(`${what} is ${declared} bytes, more than strata reads (${maxBytes})`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const reader = res.body?.getReader();
+  for (;;) {
+    const chunk = reader ? await reader.read() : { done: true as const, value: undefined };
+    if (chunk.done) break;
+    size += chunk.value.length;
+    if (size > maxBytes) {
+      await reader!.cancel();
+      throw new RegistryError(`${what} is larger than strata reads (${maxBytes} bytes)`);
+    }
+    chunks.push(Buffer.from(chunk.value));
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The digest a tag points to (HEAD, no body), or null when the registry has no such tag. */
+export async function headManifest(client: RegistryClient, repo: string, tag: string): Promise<string | null> {
+  const res = await client.send("HEAD", `/v2/${repo}/manifests/${tag}`, { headers: { Accept: MANIFEST_TYPES.join(", ") } }, `repository:${repo}:pull`);
+  await res.body?.cancel();
+  if (res.status === 404) return null;
+  if (!res.ok) throw new RegistryError(`registry ${client.host}: HEAD manifest ${repo}:${tag}: HTTP ${res.status}${res.status === 401 || res.status === 403 ? " (the registry wants credentials: docker login, or STRATA_REGISTRY_USERNAME/PASSWORD for the stack's registry)" : ""}`);
+  return res.headers.get("docker-content-digest");
+}
+
+/** A manifest or index by tag or digest, read within MAX_DOCUMENT_BYTES; null when absent. */
+export async function getManifestBounded(client: RegistryClient, repo: string, ref: string): Promise<{ digest: string; manifest: Manifest } | null> {
+  const res = await client.send("GET", `/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_TYPES.join(", ") } }, `repository:${repo}:pull`);
+  if (res.status === 404) {
+    await res.body?.cancel();
+    return null;
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new RegistryError(`registry ${client.host}: GET manifest ${repo}:${ref}: HTTP ${res.status}${res.status === 401 || res.status === 403 ? " (the registry wants credentials: docker login, or STRATA_REGISTRY_USERNAME/PASSWORD for the stack's registry)" : ""}`);
+  }
+  const body = await readBounded(res, MAX_DOCUMENT_BYTES, `registry ${client.host}: manifest ${repo}:${ref}`);
+  const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
+  const claimed = res.headers.get("docker-content-digest");
+  if (ref.startsWith("sha256:") && digest !== ref) throw new RegistryError(`registry ${client.host}: manifest ${repo}@${ref} has digest ${digest}: the registry sent other content`);
+  if (claimed && claimed !== digest) throw new RegistryError(`registry ${client.host}: manifest ${repo}:${ref} is said to be ${claimed} but hashes to ${digest}`);
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(body.toString("utf8")) as Manifest;
+  } catch (err) {
+    throw new RegistryError(`registry ${client.host}: manifest ${repo}:${ref} is not JSON (${(err as Error).message})`);
+  }
+  return { digest, manifest };
+}
+
+/** True when an index entry's platform is `wanted` (os/arch[/variant]; arm64 without a variant matches v8). */
+export function platformMatches(wanted: string, platform: { os?: string; architecture?: string; variant?: string } | undefined): boolean {
+  if (!platform) return false;
+  const [os, arch, variant] = wanted.split("/");
+  if (platform.os !== os || platform.architecture !== arch) return false;
+  if (variant !== undefined) return platform.variant === variant || (arch === "arm64" && variant === "v8" && !platform.variant);
+  return !platform.variant || (arch === "arm64" && platform.variant === "v8");
+}
+
+/**
+ * Resolves `repo:tag` to the digest it points to and, for each of `platforms`, the manifest digest a build of that
+ * platform uses (from the index, or the one manifest whose config names that platform). With `known` (the lock's
+ * entry), a HEAD whose digest is unchanged settles it without reading the index. A platform the image does not
+ * have is an error naming it.
+ */
+export async function resolveTag(client: RegistryClient, repo: string, tag: string, platforms: string[], known?: ResolvedTag): Promise<ResolvedTag> {
+  if (known && platforms.every((p) => Object.hasOwn(known.platforms, p))) {
+    // A registry that refuses HEAD, or sends no digest with it, is asked with GET below.
+    const head = await headManifest(client, repo, tag).catch((err: unknown) => {
+      if (err instanceof RegistryError) return null;
+      throw err;
+    });
+    if (head === known.digest) return { digest: known.digest, platforms: Object.fromEntries(platforms.map((p) => [p, known.platforms[p]])) };
+  }
+  const found = await getManifestBounded(client, repo, tag);
+  if (!found) throw new RegistryError(`registry ${client.host}: ${repo}:${tag} does not exist (no such repository or tag)`);
+  const { digest, manifest } = found;
+  const out: Record<string, string> = {};
+  if (manifest.manifests) {
+    const entries = manifest.manifests.filter((m) => m.annotations?.["vnd.docker.reference.type"] !== "attestation-manifest");
+    for (const p of platforms) {
+      const hit = entries.find((m) => platformMatches(p, m.platform as { os?: string; architecture?: string; variant?: string }));
+      if (!hit) {
+        const has = entries.map((m) => [m.platform?.os, m.platform?.architecture, (m.platform as { variant?: string } | undefined)?.variant].filter(Boolean).join("/")).join(", ");
+        throw new RegistryError(`registry ${client.host}: ${repo}:${tag} has no ${p} image (it has ${has || "no platforms"})`);
+      }
+      out[p] = hit.digest;
+    }
+    return { digest, platforms: out };
+  }
+  if (!manifest.config) throw new RegistryError(`registry ${client.host}: ${repo}:${tag} is neither an image index nor an image manifest`);
+  if (manifest.config.size > MAX_CONFIG_BYTES) throw new RegistryError(`registry ${client.host}: the config of ${repo}:${tag} is ${manifest.config.size} bytes, more than strata reads`);
+  const res = await client.send("GET", `/v2/${repo}/blobs/${manifest.config.digest}`, {}, `repository:${repo}:pull`);
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new RegistryError(`registry ${client.host}: GET the config of ${repo}:${tag}: HTTP ${res.status}`);
+  }
+  const text = (await readBounded(res, MAX_CONFIG_BYTES, `registry ${client.host}: the config of ${repo}:${tag}`)).toString("utf8");
+  let config: { os?: string; architecture?: string; variant?: string };
+  try {
+    config = JSON.parse(text) as typeof config;
+  } catch (err) {
+    throw new RegistryError(`registry ${client.host}: the config of ${repo}:${tag} is not JSON (${(err as Error).message})`);
+  }
+  for (const p of platforms) {
+    if (!platformMatches(p, config)) throw new RegistryError(`registry ${client.host}: ${repo}:${tag} is a single ${[config.os, config.architecture, config.variant].filter(Boolean).join("/")} image; it has no ${p} image`);
+    out[p] = digest;
+  }
+  return { digest, platforms: out };
 }

@@ -2,7 +2,8 @@ import { join, relative } from "node:path";
 import * as dockerbuild from "@pulumi/docker-build";
 import * as pulumi from "@pulumi/pulumi";
 import { MatrixError, type Location } from "../matrix/errors.ts";
-import { cacheTag, type BasePlan, type RuntimePlan } from "../matrix/plan.ts";
+import { namedContexts } from "../matrix/lock.ts";
+import { cacheTag, type BasePlan, type RuntimePlan, type UpstreamImage } from "../matrix/plan.ts";
 import type { RegistryAuth } from "./registry.ts";
 
 /** Where an image is pushed and cached. */
@@ -84,7 +85,7 @@ interface BuildSpec extends ImageDestination {
   dir: string;
   tag: string;
   extraTags?: string[];
-  build: { context: string; dockerfile: string; target: string; platforms: string[]; args: Record<string, pulumi.Input<string>>; at: Location };
+  build: { context: string; dockerfile: string; target: string; platforms: string[]; args: Record<string, pulumi.Input<string>>; upstream?: UpstreamImage[]; at: Location };
   cacheTag: (platform?: string) => string;
   labels: Record<string, string>;
 }
@@ -100,10 +101,12 @@ function buildImage(parent: pulumi.Resource, name: string, spec: BuildSpec): pul
   }
   const tagRef = (tag: string) => pulumi.interpolate`${spec.repository}:${tag}`;
   const registries = spec.auth ? [{ address: spec.auth.address, username: spec.auth.username, password: spec.auth.password }] : undefined;
+  // Locked upstream images: each FROM resolves to its locked digest through a named context, not to its tag.
+  const named = Object.entries(namedContexts(build.upstream));
   const common = {
     push: true,
     buildOnPreview: false,
-    context: { location: projectPath(spec.dir, build.context) },
+    context: { location: projectPath(spec.dir, build.context), ...(named.length > 0 ? { named: Object.fromEntries(named.map(([k, location]) => [k, { location }])) } : {}) },
     dockerfile: { location: projectPath(spec.dir, build.dockerfile) },
     target: build.target || undefined,
     buildArgs: build.args,

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { DockerfileParser, type Instruction } from "dockerfile-ast";
+import { Arg, DockerfileParser, From, type Instruction } from "dockerfile-ast";
 
 /** One build stage: a FROM and the instructions up to the next FROM. */
 export interface Stage {
@@ -12,6 +12,10 @@ export interface Stage {
   image: string;
   /** Earlier stages this one reads from (FROM, COPY --from, RUN --mount from=), by index. */
   needs: number[];
+  /** The FROM's `--platform=` value as written, if any. */
+  platform?: string;
+  /** Images (not stages) this stage copies or mounts from (COPY/ADD --from, RUN --mount from=), as written. */
+  copiesFrom: { image: string; line: number }[];
   /** The stage's instructions, comments and blank lines left out. */
   text: string;
 }
@@ -21,6 +25,8 @@ export class DockerfileInfo {
   readonly stages: Stage[] = [];
   /** Global ARG names (declared before the first FROM), in order. */
   readonly globalArgs: string[] = [];
+  /** Global ARGs with their defaults as written (undefined: no default), in order. */
+  readonly globalArgDefaults: { name: string; value?: string }[] = [];
   private readonly globalText: string;
 
   constructor(content: string) {
@@ -44,6 +50,8 @@ export class DockerfileInfo {
           line: inst.getRange().start.line + 1,
           image: positional[0] ?? "",
           needs: [],
+          platform: (inst instanceof From ? inst.getPlatformFlag()?.getValue() : undefined) ?? undefined,
+          copiesFrom: [],
           text: "",
         };
         const from = this.stageIndex(stage.image);
@@ -53,14 +61,19 @@ export class DockerfileInfo {
         continue;
       }
       if (!current) {
-        if (keyword === "ARG") this.globalArgs.push(...argNames(inst));
+        if (keyword === "ARG") {
+          this.globalArgs.push(...argNames(inst));
+          const property = inst instanceof Arg ? inst.getProperty() : null;
+          if (property) this.globalArgDefaults.push({ name: property.getName(), value: property.getValue() ?? undefined });
+        }
         globals.push(text);
         continue;
       }
       current.lines.push(text);
       for (const ref of stageRefs(keyword, text)) {
         const idx = this.stageIndex(ref);
-        if (idx !== undefined && !current.stage.needs.includes(idx)) current.stage.needs.push(idx);
+        if (idx === undefined) current.stage.copiesFrom.push({ image: ref, line: inst.getRange().start.line + 1 });
+        else if (!current.stage.needs.includes(idx)) current.stage.needs.push(idx);
       }
     }
     finish();

@@ -14,6 +14,10 @@ export const LIMITS = {
   dockerfileBytes: 1 << 20,
   /** A .dockerignore (or <Dockerfile>.dockerignore). */
   ignoreBytes: 1 << 20,
+  /** A lock of upstream images (<matrix>.lock.json). */
+  lockBytes: 4 << 20,
+  /** Images one lock file holds. */
+  lockImages: 10_000,
   /** A stack file, Pulumi.<stack>.yaml. */
   stackBytes: 1 << 20,
   /** Files one build context may hold (after .dockerignore); each is hashed in chunks, so their size is free. */

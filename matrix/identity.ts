@@ -18,6 +18,12 @@ export interface IdentityInputs {
   args: Record<string, string>;
   platforms: string[];
   contextDigest: string;
+  /**
+   * Locked upstream images: ref → the digest its tag was locked to and the manifest digest per platform built.
+   * The identity covers the per-platform digests (the content built); absent when nothing is locked, which keeps
+   * the identities of unlocked matrices as they were.
+   */
+  upstream?: Record<string, { digest: string; platforms: Record<string, string> }>;
 }
 
 /** Length of the hash in a base tag: 12 hex digits (48 bits), as short as git's abbreviated ids. */
@@ -31,8 +37,14 @@ export function identityHash(inputs: IdentityInputs): string {
     args: Object.fromEntries(Object.entries(inputs.args).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
     platforms: [...inputs.platforms].sort(),
     context: inputs.contextDigest,
+    ...(inputs.upstream && Object.keys(inputs.upstream).length > 0 ? { upstream: canonicalUpstream(inputs.upstream) } : {}),
   });
   return createHash("sha256").update(canonical).digest("hex");
+}
+
+function canonicalUpstream(upstream: NonNullable<IdentityInputs["upstream"]>): [string, [string, string][]][] {
+  const byKey = <T>(entries: [string, T][]) => entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return byKey(Object.entries(upstream)).map(([ref, u]) => [ref, byKey(Object.entries(u.platforms))]);
 }
 
 /** A base's tag: its readable prefix and the short identity hash. */

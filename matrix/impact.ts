@@ -10,7 +10,7 @@ import type { BasePlan, BuildPlan, RuntimePlan } from "./plan.ts";
  * caller supplies to let reasons name Dockerfile stages and ignore-file effects.
  */
 
-export type ReasonKind = "arg" | "file" | "dockerfile" | "dockerignore" | "platforms" | "target" | "matrix" | "added" | "removed";
+export type ReasonKind = "arg" | "file" | "dockerfile" | "dockerignore" | "platforms" | "target" | "matrix" | "upstream" | "added" | "removed";
 
 /** One cause of a base's identity change, in words and in fields a program can read. */
 export interface Reason {
@@ -21,6 +21,8 @@ export interface Reason {
   path?: string;
   /** The build arg, for kind "arg". */
   arg?: string;
+  /** The upstream image reference, for kind "upstream" (old/new are then its full locked digests). */
+  image?: string;
   old?: string;
   new?: string;
 }
@@ -88,7 +90,7 @@ export interface PlanSide {
 
 /** The JSON form of a report: exactly the fields of the contract (plus runtimes.renamed). */
 export function impactJson(report: ImpactReport): Omit<ImpactReport, "runtimeReasons"> {
-  const reason = (r: Reason): Reason => ({ kind: r.kind, detail: r.detail, ...(r.path !== undefined && { path: r.path }), ...(r.arg !== undefined && { arg: r.arg }), ...(r.old !== undefined && { old: r.old }), ...(r.new !== undefined && { new: r.new }) });
+  const reason = (r: Reason): Reason => ({ kind: r.kind, detail: r.detail, ...(r.path !== undefined && { path: r.path }), ...(r.arg !== undefined && { arg: r.arg }), ...(r.image !== undefined && { image: r.image }), ...(r.old !== undefined && { old: r.old }), ...(r.new !== undefined && { new: r.new }) });
   const bases = report.bases.map((b) => ({ ...b, reasons: b.reasons.map(reason) }));
   return { base: report.base, head: report.head, bases, runtimes: report.runtimes, rebuild: report.rebuild, ...(report.shards ? { shards: report.shards } : {}) };
 }
@@ -246,8 +248,35 @@ function baseReasons(ob: BasePlan, nb: BasePlan, oldSide: PlanSide, newSide: Pla
   if (oi.dockerfileDigest !== ni.dockerfileDigest) reasons.push(...dockerfileReasons(ob, nb, oldSide, newSide));
   if (ob.context !== nb.context) reasons.push({ kind: "matrix", old: ob.context, new: nb.context, detail: `build context '${ob.context}' → '${nb.context}'` });
   if (oi.contextDigest !== ni.contextDigest) reasons.push(...fileReasons(ob, nb, oldSide, newSide));
+  reasons.push(...upstreamReasons(oi.upstream ?? {}, ni.upstream ?? {}));
   if (reasons.length === 0) {
     reasons.push({ kind: "matrix", detail: "identity inputs differ in a way strata cannot name (the identity formula may have changed between the revisions)" });
+  }
+  return reasons;
+}
+
+/** Digests in reasons: `sha256:` and the first 12 hex digits, as short as a base's identity tag (full in old/new). */
+function shortDigest(d: string): string {
+  return d.slice(0, "sha256:".length + TAG_HASH_LENGTH);
+}
+
+/**
+ * Upstream images whose locked content changed: a re-publish of the tag (`ref: sha256:aaa → sha256:bbb`), an image
+ * newly locked, or one no longer locked. Only per-platform digests of the platforms built count, as in the identity.
+ */
+function upstreamReasons(old: NonNullable<BasePlan["inputs"]["upstream"]>, now: NonNullable<BasePlan["inputs"]["upstream"]>): Reason[] {
+  const reasons: Reason[] = [];
+  const same = (a: Record<string, string>, b: Record<string, string>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+  for (const image of [...new Set([...Object.keys(old), ...Object.keys(now)])].sort(cmp)) {
+    const o = old[image];
+    const n = now[image];
+    if (o && n) {
+      if (!same(o.platforms, n.platforms)) reasons.push({ kind: "upstream", image, old: o.digest, new: n.digest, detail: `${image}: ${shortDigest(o.digest)} → ${shortDigest(n.digest)}` });
+    } else if (n) {
+      reasons.push({ kind: "upstream", image, new: n.digest, detail: `${image}: locked at ${shortDigest(n.digest)} (was built by tag)` });
+    } else {
+      reasons.push({ kind: "upstream", image, old: o.digest, detail: `${image}: no longer locked (was ${shortDigest(o.digest)}); built by tag` });
+    }
   }
   return reasons;
 }

@@ -3,9 +3,10 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { checkBuildArgs } from "./checks.ts";
 import { deriveBases, mapField, sourceFieldOf, type Consumer } from "./derive.ts";
 import { DockerfileInfo } from "./dockerfile.ts";
-import { lazyLocation, MatrixError, Problems, type Location } from "./errors.ts";
+import { lazyLocation, MatrixError, Problems, type Location, type Problem } from "./errors.ts";
 import { confine, FileProblem, LIMITS, readRegularFile, repositoryRoot } from "./files.ts";
 import { hashContext, identityHash, identityTag, ignoreFileFor, type ContextDigest } from "./identity.ts";
+import { identityUpstream, lockFileFor, lockStatus, pin, readLock, requiredImages, upstreamImages, type LockFile } from "./lock.ts";
 import {
   DEFAULT_RUNTIME_TAGS,
   OCI_TAG,
@@ -14,6 +15,7 @@ import {
   type BasePlan,
   type BuildPlan,
   type RuntimePlan,
+  type UpstreamImage,
 } from "./plan.ts";
 import { closest, MatrixFileSchema, PLATFORM, validate, type DeriveSpec, type MatrixFile } from "./schema.ts";
 import { SourceFile, type Path } from "./source.ts";
@@ -53,6 +55,11 @@ export interface LoadOptions {
    * matrix's directory (see repositoryRoot).
    */
   root?: string;
+  /**
+   * Read the lock file beside the matrix (`<name>.lock.json`) and build and identify with its digests. Default
+   * true; `strata lock`, which rewrites the file, loads without it.
+   */
+  lock?: boolean;
 }
 
 /**
@@ -175,9 +182,13 @@ export function loadMatrix(file: string, opts: LoadOptions = {}): BuildPlan {
   }
   problems.throwIfAny();
 
+  const lockFile = lockFileFor(file);
+  const lock = opts.lock === false ? undefined : readLock(lockFile);
+  const upstream = new UpstreamCache(files, dir, lock);
   const contexts = new Map<string, ContextDigest>();
   const planBases: BasePlan[] = bases.map((b) => {
     const info = (files.dockerfile(b.dockerfile) as { info: DockerfileInfo }).info;
+    const images = upstream.of(b, false);
     const target = b.target ?? info.stage()?.name ?? "";
     const contextDir = join(dir, b.context);
     const dockerfileAbs = join(dir, b.dockerfile);
@@ -195,7 +206,8 @@ export function loadMatrix(file: string, opts: LoadOptions = {}): BuildPlan {
       problems.error(b.fieldAt("context"), `base '${b.name}': ${err.message}`, err.fix);
       context = { files: {}, digest: "" };
     }
-    const inputs = { dockerfileDigest: info.digestFor(b.target), target, args: b.args, platforms: [...b.platforms].sort(), contextDigest: context.digest };
+    const locked = identityUpstream(images);
+    const inputs = { dockerfileDigest: info.digestFor(b.target), target, args: b.args, platforms: [...b.platforms].sort(), contextDigest: context.digest, ...(locked ? { upstream: locked } : {}) };
     const hash = identityHash(inputs);
     return {
       name: b.name,
@@ -209,6 +221,7 @@ export function loadMatrix(file: string, opts: LoadOptions = {}): BuildPlan {
       cuda: b.cuda,
       consumers: runtimes.filter((r) => r.base === b.name).map((r) => r.name),
       key: b.key,
+      upstream: images,
       inputs: { ...inputs, contextFiles: context.files },
       at: b.at,
     };
@@ -224,9 +237,12 @@ export function loadMatrix(file: string, opts: LoadOptions = {}): BuildPlan {
     platforms: r.platforms,
     tags: r.tags,
     fields: r.fields,
+    upstream: upstream.of(r, true),
     at: r.at,
   }));
-  return { file, dir, bases: planBases, runtimes: planRuntimes, warnings: problems.warnings };
+  const status = lockStatus(lock, requiredImages({ bases: planBases, runtimes: planRuntimes }));
+  const lockState = { file: lockFile, exists: opts.lock === false ? existsSync(lockFile) : lock !== undefined, ...status, problems: upstream.problems };
+  return { file, dir, bases: planBases, runtimes: planRuntimes, warnings: problems.warnings, lock: lockState };
 }
 
 function deriveFromConsumers(
@@ -476,6 +492,33 @@ function outsideRepository(rel: string, dir: string, root: string): FileProblem 
     `resolves outside the repository ${root}${via}`,
     "bring the files into the repository (copy them in, or make them a git submodule) and point at them there; a symlink to outside does not count, since no commit holds its target",
   );
+}
+
+/**
+ * The upstream images of each build, computed once per distinct Dockerfile, target, args and platforms (thousands
+ * of derived runtimes share a few), pinned from the lock. FROMs that give no image reference are collected.
+ */
+class UpstreamCache {
+  private readonly cache = new Map<string, UpstreamImage[]>();
+  readonly problems: Problem[] = [];
+  constructor(
+    private readonly files: FileCache,
+    private readonly dir: string,
+    private readonly lock: LockFile | undefined,
+  ) {}
+
+  of(d: Draft, runtime: boolean): UpstreamImage[] {
+    const key = JSON.stringify([d.dockerfile, d.target, runtime, d.args, d.platforms]);
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const info = (this.files.dockerfile(d.dockerfile) as { info: DockerfileInfo }).info;
+    const dockerfile = relative(process.cwd(), join(this.dir, d.dockerfile)) || d.dockerfile;
+    const found = upstreamImages(info, { dockerfile, target: d.target, args: d.args, platforms: d.platforms, trusted: runtime ? ["BASE_IMAGE"] : [] });
+    for (const p of found.problems) if (!this.problems.some((q) => q.file === p.file && q.line === p.line)) this.problems.push(p);
+    const images = found.images.map((i) => pin(i, this.lock));
+    this.cache.set(key, images);
+    return images;
+  }
 }
 
 /** Reads each Dockerfile once per load: hundreds of consumers share a handful of files. */

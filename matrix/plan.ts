@@ -1,6 +1,33 @@
 import { MatrixError, type Location, type Problem } from "./errors.ts";
 import type { IdentityInputs } from "./identity.ts";
 
+/** An upstream image a build starts FROM or copies from (after build-arg substitution), and its locked digests. */
+export interface UpstreamImage {
+  /** The short reference with its tag, as the lock file keys it: `nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04`. */
+  ref: string;
+  /** Platforms the build needs it for, sorted. */
+  platforms: string[];
+  /** The first Dockerfile line naming it. */
+  at: Location;
+  /** The digest the lock pins its tag to (the index digest of a multi-platform image); absent: built by tag. */
+  digest?: string;
+  /** Platform → manifest digest from the lock, for `platforms`. */
+  platformDigests?: Record<string, string>;
+}
+
+/** The lock file beside the matrix, compared with the upstream images the plan needs. */
+export interface LockState {
+  /** The lock file, as messages name it (relative to the working directory). */
+  file: string;
+  exists: boolean;
+  /** Needed but not locked: `ref` or `ref (platform)`. */
+  missing: string[];
+  /** Locked but no longer needed. */
+  extra: string[];
+  /** FROMs that give no image reference after substitution: `strata lock` fails on them. */
+  problems: Problem[];
+}
+
 /** A base image as strata will build it, with its content-addressed identity. */
 export interface BasePlan {
   name: string;
@@ -21,6 +48,8 @@ export interface BasePlan {
   consumers: string[];
   /** For derived bases: the key field values that define the base. */
   key?: Record<string, string>;
+  /** Upstream images its stages start FROM or copy from, pinned when the lock holds them. */
+  upstream?: UpstreamImage[];
   /** The identity inputs and the per-file context digests behind them, for explaining changes. */
   inputs: IdentityInputs & { contextFiles: Record<string, string> };
   at: Location;
@@ -39,6 +68,8 @@ export interface RuntimePlan {
   tags: string[];
   /** For derived runtimes: the mapped fields of the consumer entry. */
   fields?: Record<string, string>;
+  /** Upstream images other than its base (BASE_IMAGE), pinned when the lock holds them. */
+  upstream?: UpstreamImage[];
   at: Location;
 }
 
@@ -51,6 +82,8 @@ export interface BuildPlan {
   bases: BasePlan[];
   runtimes: RuntimePlan[];
   warnings: Problem[];
+  /** The upstream lock, when the matrix was loaded with it. */
+  lock?: LockState;
 }
 
 /** The registry cache tag of a base or runtime (per platform when a base builds several). */

@@ -135,6 +135,7 @@ export const RecordedBasesSchema = z.record(
         platforms: z.array(z.string()),
         contextDigest: z.string(),
         contextFiles: z.record(z.string(), z.string()),
+        upstream: z.record(z.string(), z.object({ digest: z.string(), platforms: z.record(z.string(), z.string()) })).optional(),
       })
       .optional(),
   }),

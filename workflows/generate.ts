@@ -2,6 +2,7 @@ import { Document, isPair, isScalar, visit } from "yaml";
 import { DEFAULT_LABELS, DEFAULT_POOL_NAME, labelSetKey, parseFleetConfig } from "../components/fleet/config.ts";
 import { baseSignerIdentity, DEFAULT_TIMESTAMP_URL, GITHUB_OIDC_URL, SECRETS, VARIABLES } from "../components/github-trust.ts";
 import { DEFAULT_RUNTIME_SHARD_SIZE, RUNTIME_SHARD_INFIX, runtimeShards, SHARD_INFIX, shardsRuntimes } from "../components/shard-stacks.ts";
+import { lockFileFor } from "../matrix/lock.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 
 /**
@@ -43,7 +44,15 @@ export const WORKFLOW_FILES = {
   runtimes: ".github/workflows/strata-build-runtimes.yml",
   prCheck: ".github/workflows/strata-pr-check.yml",
   gc: ".github/workflows/strata-gc.yml",
+  lockRefresh: ".github/workflows/strata-lock-refresh.yml",
 } as const;
+
+/** When the upstream lock is refreshed (UTC): Mondays 05:23, and on demand. */
+export const LOCK_REFRESH_SCHEDULE = "23 5 * * 1";
+/** The branch the lock refresh pushes to and opens its pull request from. */
+export const LOCK_REFRESH_BRANCH = "strata/lock-refresh";
+/** Optional secret: a token whose pull requests start the pull_request workflows (GITHUB_TOKEN's do not). */
+export const LOCK_PR_TOKEN_SECRET = "STRATA_LOCK_PR_TOKEN";
 
 /** A runner pool of the fleet: its name and the labels its runners carry. */
 export interface RunnerPool {
@@ -911,6 +920,7 @@ function prCheckWorkflow(o: Resolved): string {
           ...setupSteps(o, 0),
           ...historyAccess(o),
           { name: "strata check", run: 'npx strata check --matrix "$STRATA_MATRIX"\n' },
+          { name: "Upstream lock is current", run: 'npx strata lock --check --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX"\n' },
           { name: "Generated workflows are up to date", run: 'npx strata workflows --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --check\n' },
           {
             name: "strata impact: what this pull request rebuilds",
@@ -1023,12 +1033,76 @@ function gcWorkflow(o: Resolved): string {
   return toYaml(header(o, `Deletes base tags no current base, none of the last ${o.gcKeepReleases} releases and no open pull request uses, older than ${o.gcMinAgeDays} days.`), doc);
 }
 
+/**
+ * The upstream lock refresh: `strata lock` on a schedule; when an upstream tag moved (a security re-publish), the
+ * new lock goes to a branch and a pull request, whose PR check shows the bases it rebuilds. It only reads public
+ * registries and writes to its own branch: contents and pull-requests write, nothing else.
+ */
+function lockRefreshWorkflow(o: Resolved): string {
+  const lockFile = lockFileFor(o.matrix);
+  const doc: Json = {
+    name: "strata upstream lock refresh",
+    on: { schedule: [{ cron: LOCK_REFRESH_SCHEDULE }], workflow_dispatch: {} },
+    permissions: {},
+    concurrency: { group: "strata-lock-refresh", "cancel-in-progress": false },
+    env: { STRATA_STACK: o.stack, STRATA_MATRIX: o.matrix, STRATA_LOCK: lockFile },
+    jobs: {
+      refresh: {
+        name: "Re-resolve the upstream images",
+        "runs-on": "ubuntu-latest",
+        "timeout-minutes": 15,
+        permissions: { contents: "write", "pull-requests": "write" },
+        steps: [
+          ...setupSteps(o),
+          { name: "strata lock", run: sh(["set -euo pipefail", 'npx strata lock --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" | tee lock.txt']) },
+          {
+            name: "Open or update the pull request",
+            env: { GH_TOKEN: `\${{ secrets.${LOCK_PR_TOKEN_SECRET} || github.token }}`, BRANCH: LOCK_REFRESH_BRANCH, BASE: o.defaultBranch },
+            run: sh([
+              "set -euo pipefail",
+              'if git ls-files --error-unmatch -- "$STRATA_LOCK" > /dev/null 2>&1 && git diff --quiet -- "$STRATA_LOCK"; then',
+              '  echo "$STRATA_LOCK is unchanged: no pull request"',
+              "  exit 0",
+              "fi",
+              "gh auth setup-git",
+              'git config user.name "github-actions[bot]"',
+              'git config user.email "41898282+github-actions[bot]@users.noreply.github.com"',
+              'git checkout -B "$BRANCH"',
+              'git add -- "$STRATA_LOCK"',
+              'git commit -q -m "strata lock: refresh upstream image digests"',
+              'git push --force origin "HEAD:refs/heads/$BRANCH"',
+              "{",
+              "  echo 'Upstream images moved since the lock was last written (a re-published tag is often a security fix).'",
+              "  echo 'Merging rebuilds the bases that start FROM them; the strata pull-request check lists which, and why.'",
+              "  echo",
+              "  echo '```'",
+              "  cat lock.txt",
+              "  echo '```'",
+              "  echo",
+              `  echo 'Opened by strata-lock-refresh.yml. Pull requests opened with the GITHUB_TOKEN start no pull_request workflows: set the secret ${LOCK_PR_TOKEN_SECRET} (a token with contents and pull-requests write) so this one runs the checks, or close and reopen it.'`,
+              "} > body.md",
+              'pr=$(gh pr list --head "$BRANCH" --base "$BASE" --state open --json number --jq \'.[0].number // empty\')',
+              'if [ -n "$pr" ]; then',
+              '  gh pr edit "$pr" --body-file body.md',
+              "else",
+              '  gh pr create --head "$BRANCH" --base "$BASE" --title "strata: refresh the upstream image lock" --body-file body.md',
+              "fi",
+            ]),
+          },
+        ],
+      },
+    },
+  };
+  return toYaml(header(o, `Re-resolves the upstream images of the matrix weekly (${LOCK_REFRESH_SCHEDULE} UTC) and opens a pull request when ${lockFile} changes.`), doc);
+}
+
 /** The workflow files (path → content) for a plan. Bad options are a WorkflowError saying what to change. */
 export function generateWorkflows(plan: Pick<BuildPlan, "bases" | "runtimes">, opts: WorkflowOptions): Record<string, string> {
   const o = resolve(opts);
   return {
     [WORKFLOW_FILES.bases]: basesWorkflow(plan, o),
     [WORKFLOW_FILES.gc]: gcWorkflow(o),
+    [WORKFLOW_FILES.lockRefresh]: lockRefreshWorkflow(o),
     [WORKFLOW_FILES.prCheck]: prCheckWorkflow(o),
     [WORKFLOW_FILES.runtimes]: runtimesWorkflow(plan, o),
   };
