@@ -33,10 +33,10 @@ describe("program: ECR registry", () => {
     const repos: Record<string, Record<string, any>> = Object.fromEntries(of("aws:ecr/repository:Repository").map((r) => [r.inputs.name, r.inputs]));
     assert.deepEqual(Object.keys(repos).sort(), ["strata/bases", "strata/cache", "strata/runtimes"]);
     assert.equal(repos["strata/bases"].imageTagMutability, "IMMUTABLE_WITH_EXCLUSION");
-    assert.deepEqual(repos["strata/bases"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }]);
+    assert.deepEqual(repos["strata/bases"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }, { filter: "sha256-*", filterType: "WILDCARD" }]);
     // The runtime workflow tags default-branch builds `<name>-main`: those move, `<name>-v1.2.3` never does.
     assert.equal(repos["strata/runtimes"].imageTagMutability, "IMMUTABLE_WITH_EXCLUSION");
-    assert.deepEqual(repos["strata/runtimes"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }, { filter: "*-main", filterType: "WILDCARD" }]);
+    assert.deepEqual(repos["strata/runtimes"].imageTagMutabilityExclusionFilters, [{ filter: "pr-*", filterType: "WILDCARD" }, { filter: "sha256-*", filterType: "WILDCARD" }, { filter: "*-main", filterType: "WILDCARD" }]);
     assert.equal(repos["strata/cache"].imageTagMutability, "MUTABLE");
     for (const repo of Object.values(repos)) {
       assert.deepEqual(repo.imageScanningConfiguration, { scanOnPush: true });
@@ -103,11 +103,11 @@ describe("mutableRuntimeTagFilters", () => {
 
   test("released tags stay immutable; branch, non-release and release-less tags move", () => {
     const f = mutableRuntimeTagFilters(["{name}-{version}", "{name}-latest", "{name}-{sha}"], { defaultBranch: "trunk", release: { ...release, version: "dev" } });
-    assert.deepEqual(f, ["pr-*", "*-trunk", "*-dev", "*-latest"]);
-    for (const tag of ["app-trunk", "app-dev", "app-latest", "pr-12-app"]) assert.ok(matches(f, tag), `${tag} is mutable`);
+    assert.deepEqual(f, ["pr-*", "sha256-*", "*-trunk", "*-dev", "*-latest"]);
+    for (const tag of ["app-trunk", "app-dev", "app-latest", "pr-12-app", `sha256-${"a".repeat(64)}.spdx`, `sha256-${"a".repeat(64)}`]) assert.ok(matches(f, tag), `${tag} is mutable`);
     for (const tag of ["app-v1.2.3", "app-abcdef0"]) assert.ok(!matches(f, tag), `${tag} is immutable`);
     const prefixed = mutableRuntimeTagFilters(["{version}-{name}"], { defaultBranch: "main", release });
-    assert.deepEqual(prefixed, ["pr-*", "main-*"]);
+    assert.deepEqual(prefixed, ["pr-*", "sha256-*", "main-*"]);
     assert.ok(!matches(prefixed, "v1.2.3-app") && matches(prefixed, "main-app"));
   });
 
