@@ -168,6 +168,7 @@ export async function scanLayerStream(source: AsyncIterable<Uint8Array>, what: s
       if (!hit) return entry.resume();
       if (hit.kind !== "python" && entry.size > hit.read) {
         changes.notes.push(`skipped /${hit.path}: ${entry.size} bytes, more than the ${hit.read} a package database may have`);
+        changes.removed.push(hit.path);
         return entry.resume();
       }
       if (hit.kind === "python" && --budget.files < 0) {

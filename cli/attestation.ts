@@ -38,8 +38,8 @@ export function fileKind(path: string): FileKind | undefined {
 }
 
 /**
- * A tar entry name as a path in the image: no leading `./` or `/`, no `.` segments, `..` resolved. Null when it
- * leaves the root (a hostile layer) or is empty.
+ * A tar entry name as a path in the image: no leading `./` or `/`, no `.` segments, `..` resolved; "" for the root
+ * itself. Null when it leaves the root (a hostile layer).
  */
 export function normalisePath(name: string): string | null {
   if (name.includes("\0")) return null;
@@ -51,14 +51,16 @@ export function normalisePath(name: string): string | null {
       parts.pop();
     } else parts.push(seg);
   }
-  return parts.length ? parts.join("/") : null;
+  return parts.join("/");
 }
 
 /** What one layer contributes: package-database files it adds, and what it deletes from the layers below. */
 export interface LayerChanges {
   files: Map<string, Buffer>;
-  /** Paths removed from lower layers (whiteout `.wh.<name>`, or a non-file entry shadowing a tracked path). */
+  /** Paths removed from lower layers with everything under them (whiteout `.wh.<name>`, or a symlink or file over them). */
   removed: string[];
+  /** Paths whose lower-layer file a directory replaces (what was under it stays: directories merge). */
+  replaced: string[];
   /** Directories whose lower-layer content is hidden (`.wh..wh..opq`). */
   opaque: string[];
   /** What was skipped and why (oversized files, hostile names). */
@@ -66,7 +68,7 @@ export interface LayerChanges {
 }
 
 export function emptyChanges(): LayerChanges {
-  return { files: new Map(), removed: [], opaque: [], notes: [] };
+  return { files: new Map(), removed: [], replaced: [], opaque: [], notes: [] };
 }
 
 /** Tar entry types as node-tar names them. */
@@ -82,6 +84,7 @@ export function classifyEntry(changes: LayerChanges, rawName: string, type: Entr
     if (changes.notes.length < 20) changes.notes.push(`ignored a tar entry outside the image root: ${JSON.stringify(rawName.slice(0, 200))}`);
     return null;
   }
+  if (path === "") return null;
   const base = posix.basename(path);
   const dir = posix.dirname(path) === "." ? "" : posix.dirname(path);
   if (base === ".wh..wh..opq") {
@@ -103,9 +106,11 @@ export function classifyEntry(changes: LayerChanges, rawName: string, type: Entr
     if (content) changes.files.set(path, content);
     return null;
   }
-  // Any other entry at a path (a directory replacing a file, a symlink, a file of no interest) hides what lower
-  // layers had there; only tracked paths matter.
-  if (kind || /\.(dist|egg)-info$/.test(base)) changes.removed.push(path);
+  // Any other entry at a tracked path hides what lower layers had there: a directory only the file at that path,
+  // a symlink (or an oversized, unread file) the path and everything under it.
+  if (type === "Directory") {
+    if (kind) changes.replaced.push(path);
+  } else if (kind || /\.(dist|egg)-info$/.test(base)) changes.removed.push(path);
   return null;
 }
 
@@ -118,6 +123,7 @@ export function applyLayers(layers: Iterable<LayerChanges>): Map<string, Buffer>
   for (const layer of layers) {
     for (const dir of layer.opaque) drop(dir, false);
     for (const p of layer.removed) drop(p, true);
+    for (const p of layer.replaced) fs.delete(p);
     for (const [p, content] of layer.files) fs.set(p, content);
   }
   return fs;
