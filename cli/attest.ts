@@ -47,8 +47,8 @@ import {
 import { readStackFile } from "./stack.ts";
 
 export const ATTEST_USAGE = `Usage:
-  strata attest [IMAGE@sha256:DIGEST ...] [--outputs FILE] [--bake-metadata FILE] [--pushed FILE]
-                [--matrix PATH] [--stack NAME] [--json]
+  strata attest [IMAGE@sha256:DIGEST ...] [--outputs FILE] [--bake-metadata FILE] [--only bases|runtimes]
+                [--pushed FILE] [--matrix PATH] [--stack NAME] [--json]
 
 Attaches an SBOM (SPDX 2.3: the OS packages of /var/lib/dpkg/status, status.d/ and /lib/apk/db/installed, and the
 Python packages of every site-/dist-packages *.dist-info and *.egg-info, read from the image's own layers) and a
@@ -63,6 +63,8 @@ referrers tag sha256-<hex>.
   --outputs FILE       \`pulumi stack output --json\`: attests every bases.*.ref and runtimes.*.ref; its baseRefs
                        name each runtime's base
   --bake-metadata FILE \`docker buildx bake --metadata-file\`: attests every base-*/runtime-* target pushed
+  --only KIND          of --outputs and --bake-metadata, attest only the bases or only the runtimes (a runtime
+                       shard's outputs also name the bases it reads, which its job must not push to)
   --pushed FILE        appends each attestation artifact pushed, HOST/REPO@sha256:..., one per line (to sign them)
 
 Exit status: 0 attested; 1 an image, file or registry problem (nothing more is pushed after it); 2 usage error.`;
@@ -161,6 +163,12 @@ export async function scanLayerStream(source: AsyncIterable<Uint8Array>, what: s
   const changes = emptyChanges();
   const hash = createHash("sha256");
   let fatal: Error | undefined;
+  let failedNow: () => void = () => {};
+  const failed = new Promise<void>((resolve) => (failedNow = resolve));
+  const fail = (err: Error) => {
+    fatal ??= err;
+    failedNow();
+  };
   const parser = new Parser({
     strict: false,
     onReadEntry: (entry: ReadEntry) => {
@@ -172,7 +180,7 @@ export async function scanLayerStream(source: AsyncIterable<Uint8Array>, what: s
         return entry.resume();
       }
       if (hit.kind === "python" && --budget.files < 0) {
-        fatal ??= new InputError(`${what}: more than ${SCAN_LIMITS.metadataFiles} Python metadata files; refusing to list them`);
+        fail(new InputError(`${what}: more than ${SCAN_LIMITS.metadataFiles} Python metadata files; refusing to list them`));
         return entry.resume();
       }
       const chunks: Buffer[] = [];
@@ -185,25 +193,28 @@ export async function scanLayerStream(source: AsyncIterable<Uint8Array>, what: s
       });
       entry.on("end", () => {
         budget.bytes -= kept;
-        if (budget.bytes < 0) fatal ??= new InputError(`${what}: package databases larger than ${SCAN_LIMITS.totalBytes} bytes in all; refusing to read more`);
+        if (budget.bytes < 0) fail(new InputError(`${what}: package databases larger than ${SCAN_LIMITS.totalBytes} bytes in all; refusing to read more`));
         else changes.files.set(hit.path, Buffer.concat(chunks));
       });
     },
   });
   parser.on("warn", (code: string, message: string | Error) => {
     const text = typeof message === "string" ? message : message.message;
-    if (code === "TAR_BAD_ARCHIVE" || /zlib|zstd|unexpected end|incorrect header|invalid/i.test(`${code} ${text}`) && code !== "TAR_ENTRY_INVALID") fatal ??= new InputError(`${what}: not a readable layer (${code}: ${text})`);
+    if (code === "TAR_BAD_ARCHIVE" || (/zlib|zstd|unexpected end|incorrect header|invalid/i.test(`${code} ${text}`) && code !== "TAR_ENTRY_INVALID")) fail(new InputError(`${what}: not a readable layer (${code}: ${text})`));
     else if (changes.notes.length < 20) changes.notes.push(`${code}: ${text}`);
   });
-  parser.on("error", (err: Error) => (fatal ??= new InputError(`${what}: not a readable layer (${err.message})`)));
+  parser.on("error", (err: Error) => fail(new InputError(`${what}: not a readable layer (${err.message})`)));
   const ended = new Promise<void>((resolve) => parser.on("close", () => resolve()));
+  // The whole layer is read (its digest is checked) even when the tar is bad; the parser is fed until it fails.
   for await (const chunk of source) {
     hash.update(chunk);
     if (fatal) continue;
-    if (!parser.write(Buffer.from(chunk))) await new Promise<void>((resolve) => parser.once("drain", () => resolve()));
+    if (!parser.write(Buffer.from(chunk))) await Promise.race([new Promise<void>((resolve) => parser.once("drain", () => resolve())), ended, failed]);
   }
-  parser.end();
-  await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+  if (!fatal) parser.end();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([ended, failed, new Promise<void>((resolve) => (timer = setTimeout(resolve, 10_000)))]);
+  clearTimeout(timer);
   if (fatal) throw fatal;
   return { changes, digest: `sha256:${hash.digest("hex")}` };
 }
@@ -470,7 +481,7 @@ export async function attestCommand(args: string[], lock?: UpstreamLock): Promis
   try {
     parsed = parseArgs({
       args,
-      options: { outputs: { type: "string" }, "bake-metadata": { type: "string" }, pushed: { type: "string" }, matrix: { type: "string" }, stack: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+      options: { outputs: { type: "string" }, "bake-metadata": { type: "string" }, only: { type: "string" }, pushed: { type: "string" }, matrix: { type: "string" }, stack: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
       strict: true,
       allowPositionals: true,
     });
@@ -482,6 +493,9 @@ export async function attestCommand(args: string[], lock?: UpstreamLock): Promis
     process.stdout.write(ATTEST_USAGE + "\n");
     return 0;
   }
+  if (v.only !== undefined && v.only !== "bases" && v.only !== "runtimes") return usageError("attest", ATTEST_USAGE, `--only takes bases or runtimes, not '${v.only.slice(0, 50)}'`);
+  const only = v.only === "bases" ? "base" : v.only === "runtimes" ? "runtime" : undefined;
+  const fromFiles: Target[] = [];
   const targets: Target[] = [];
   for (const ref of parsed.positionals) {
     const p = parseImageRef(ref);
@@ -493,11 +507,17 @@ export async function attestCommand(args: string[], lock?: UpstreamLock): Promis
     let baseRefs: Record<string, string> = {};
     if (v.outputs) {
       const o = targetsFromOutputs(readJson(v.outputs, "stack outputs"), v.outputs);
-      targets.push(...o.targets);
+      fromFiles.push(...o.targets);
       baseRefs = o.baseRefs;
     }
-    if (v["bake-metadata"]) targets.push(...targetsFromBakeMetadata(readJson(v["bake-metadata"], "bake metadata"), v["bake-metadata"]));
-    if (targets.length === 0) return usageError("attest", ATTEST_USAGE, "no image to attest: pass IMAGE@sha256:DIGEST, --outputs or --bake-metadata");
+    if (v["bake-metadata"]) fromFiles.push(...targetsFromBakeMetadata(readJson(v["bake-metadata"], "bake metadata"), v["bake-metadata"]));
+    targets.push(...fromFiles.filter((t) => !only || t.kind === only));
+    if (!v.outputs && !v["bake-metadata"] && targets.length === 0) return usageError("attest", ATTEST_USAGE, "no image to attest: pass IMAGE@sha256:DIGEST, --outputs or --bake-metadata");
+    if (targets.length === 0) {
+      process.stderr.write(`strata attest: the files name no ${only ?? "image"} to attest; nothing was pushed\n`);
+      if (v.json) process.stdout.write(JSON.stringify({ attestations: [] }, null, 2) + "\n");
+      return 0;
+    }
     const { config } = readStackFile(v.stack ?? "dev");
     const plan = loadMatrix(v.matrix ?? (config["strata:matrix"] as string | undefined) ?? "strata.yaml");
     const epoch = process.env.SOURCE_DATE_EPOCH;

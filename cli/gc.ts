@@ -142,6 +142,32 @@ export function selectGarbage(bases: readonly BaseEntry[], runtimes: readonly Ru
   return { decisions, releases: kept, unattributed: unattributed.map((r) => r.tag), freeBytes: [...freed.values()].reduce((a, b) => a + b, 0), cacheTags };
 }
 
+/**
+ * Tags of attestations and referrers indexes (`sha256-<hex>` and `sha256-<hex>.<kind>`: strata's .spdx and
+ * .provenance, cosign's .sig, .att and .sbom), keyed by the subject digest they are about.
+ */
+export const ATTESTATION_TAG = /^sha256-([0-9a-f]{64})(\.(att|sig|sbom|spdx|provenance))?$/;
+
+/**
+ * The attestation tags to delete with the deleted bases: those whose subject is a deleted base's image or one of
+ * its platform manifests, unless a kept base references that manifest too. Pure.
+ */
+export function attestationsOfDeleted(tags: readonly string[], bases: readonly BaseEntry[], decisions: readonly GcDecision[]): string[] {
+  const deleted = new Set(decisions.filter((d) => d.action === "delete").map((d) => d.tag));
+  const kept = new Set<string>();
+  const doomed = new Set<string>();
+  for (const b of bases) {
+    const into = deleted.has(b.tag) ? doomed : kept;
+    into.add(b.digest);
+    for (const x of b.blobs) into.add(x.digest);
+  }
+  return tags.filter((t) => {
+    const m = ATTESTATION_TAG.exec(t);
+    const subject = m ? `sha256:${m[1]}` : undefined;
+    return subject !== undefined && doomed.has(subject) && !kept.has(subject);
+  });
+}
+
 /** `ampere-0123456789ab` → `ampere`. */
 function baseNameOf(tag: string): string {
   return tag.replace(new RegExp(`-[0-9a-f]{${TAG_HASH_LENGTH}}$`), "");
@@ -248,8 +274,9 @@ Lists the base tags in HOST/PREFIX/bases that no current matrix base, no runtime
 {version} of runtime tags, natural order; branch builds such as 'main' always count) and no open pull request uses
 (--in-use: a file of base tags, one per line, e.g. from the pull requests' \`strata check --json\`), and that are
 older than N days (image config creation time); \`pr-*\` tags are kept until D days. Dry run by default: prints
-what it would delete and the space that frees. --apply deletes those images, their cosign-style attestation tags
-(sha256-<digest>.att/.sig/.sbom) and the build cache of base names nothing keeps.
+what it would delete and the space that frees. --apply deletes those images, their attestations and referrers
+indexes (tags sha256-<digest> and sha256-<digest>.spdx/.provenance/.att/.sig/.sbom of the image or its platform
+manifests) and the build cache of base names nothing keeps.
 
   --keep-releases K    default 3
   --min-age-days N     default 30
@@ -299,7 +326,7 @@ export async function gcCommand(args: string[]): Promise<number> {
   const deleted: string[] = [];
   try {
     const baseTags = await client.tags(repos.bases);
-    const attestationTags = baseTags.filter((t) => /^sha256-[0-9a-f]{64}\.(att|sig|sbom)$/.test(t));
+    const attestationTags = baseTags.filter((t) => ATTESTATION_TAG.test(t));
     const candidates = baseTags.filter((t) => new RegExp(`-[0-9a-f]{${TAG_HASH_LENGTH}}$`).test(t) || t.startsWith("pr-"));
     const skipped = baseTags.filter((t) => !candidates.includes(t) && !attestationTags.includes(t));
     const bases = (await pool(candidates, 8, async (tag) => {
@@ -323,8 +350,7 @@ export async function gcCommand(args: string[]): Promise<number> {
       versionOf: versionReader(plan),
     });
     const doomed = result.decisions.filter((d) => d.action === "delete");
-    const doomedDigests = new Set(doomed.map((d) => d.digest));
-    const attestations = attestationTags.filter((t) => doomedDigests.has(t.replace(/^sha256-([0-9a-f]{64})\..*$/, "sha256:$1")));
+    const attestations = attestationsOfDeleted(attestationTags, bases, result.decisions);
     if (v.apply) {
       const deleter = ecrDeleter(host) ?? registryDeleter(client);
       for (const d of doomed) {
