@@ -233,6 +233,26 @@ test("strata attest: SBOM and provenance of a pushed base and runtime read back 
     assert.equal(found.index.length, 2, `referrers of the base after re-attesting: ${JSON.stringify(found.index.map((d) => d.annotations))}`);
   });
 
+  await t.test("a multi-platform index: its platform manifests get SBOM and provenance, the index a provenance", async () => {
+    const m = await getManifest(reg, "strata/bases", baseDigest);
+    const size = Buffer.byteLength(JSON.stringify(m.manifest));
+    const raw = await fetch(`http://${reg}/v2/strata/bases/manifests/${baseDigest}`, { headers: { Accept: ACCEPT } });
+    const child = { mediaType: raw.headers.get("content-type"), digest: baseDigest, size: Number(raw.headers.get("content-length") ?? size), platform: { os: "linux", architecture: "amd64" } };
+    await raw.body?.cancel();
+    const index = JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [child] });
+    const put = await fetch(`http://${reg}/v2/strata/bases/manifests/pyos-index`, { method: "PUT", headers: { "Content-Type": "application/vnd.oci.image.index.v1+json" }, body: index });
+    assert.equal(put.status, 201, await put.text());
+    const indexDigest = put.headers.get("docker-content-digest")!;
+    const out = JSON.parse(await strata(["attest", "--matrix", MATRIX, "--json", `${reg}/strata/bases:pyos-index@${indexDigest}`])).attestations as Json[];
+    assert.deepEqual(out.map((a) => `${a.kind}:${a.subject.split("@")[1] === indexDigest ? "index" : a.platform}`), ["sbom:linux/amd64", "provenance:linux/amd64", "provenance:index"]);
+    const onIndex = await attestationsOf(reg, "strata/bases", indexDigest);
+    assert.deepEqual(Object.keys(onIndex.statements), ["https://slsa.dev/provenance/v1"]);
+    assert.deepEqual(onIndex.statements["https://slsa.dev/provenance/v1"].predicate.buildDefinition.externalParameters.platforms, ["linux/amd64"]);
+    const onPlatform = await attestationsOf(reg, "strata/bases", baseDigest);
+    assert.equal(onPlatform.statements["https://spdx.dev/Document"].predicate.packages.find((p: Json) => p.name === "distro")?.versionInfo, expected.pypi.distro);
+    assert.equal(onPlatform.index.length, 2, "still one SBOM and one provenance on the platform manifest");
+  });
+
   await t.test("ECR lifecycle rules, applied to the registry's content, expire no attestation of a kept image", async () => {
     const rules = lifecycleRules({ untaggedExpiryDays: 1, pullRequestExpiryDays: 14 });
     // Far in the future: every age limit has passed; only what a rule selects matters.
