@@ -168,6 +168,26 @@ export function attestationsOfDeleted(tags: readonly string[], bases: readonly B
   });
 }
 
+/**
+ * Attestation tags whose subject is none of the inspected bases' images or manifests: candidates for orphans
+ * (their image expired under a lifecycle rule, e.g. a `pr-*` base). Only those whose subject `exists` says is
+ * gone are returned. Pure but for `exists`.
+ */
+export async function orphanAttestations(tags: readonly string[], bases: readonly BaseEntry[], exists: (digest: string) => Promise<boolean>): Promise<string[]> {
+  const known = new Set(bases.flatMap((b) => [b.digest, ...b.blobs.map((x) => x.digest)]));
+  const out: string[] = [];
+  const gone = new Map<string, boolean>();
+  for (const t of tags) {
+    const m = ATTESTATION_TAG.exec(t);
+    if (!m) continue;
+    const subject = `sha256:${m[1]}`;
+    if (known.has(subject)) continue;
+    if (!gone.has(subject)) gone.set(subject, !(await exists(subject)));
+    if (gone.get(subject)) out.push(t);
+  }
+  return out;
+}
+
 /** `ampere-0123456789ab` → `ampere`. */
 function baseNameOf(tag: string): string {
   return tag.replace(new RegExp(`-[0-9a-f]{${TAG_HASH_LENGTH}}$`), "");
@@ -276,7 +296,7 @@ Lists the base tags in HOST/PREFIX/bases that no current matrix base, no runtime
 older than N days (image config creation time); \`pr-*\` tags are kept until D days. Dry run by default: prints
 what it would delete and the space that frees. --apply deletes those images, their attestations and referrers
 indexes (tags sha256-<digest> and sha256-<digest>.spdx/.provenance/.att/.sig/.sbom of the image or its platform
-manifests) and the build cache of base names nothing keeps.
+manifests; also those whose image is gone, e.g. expired by a lifecycle rule) and the build cache of base names nothing keeps.
 
   --keep-releases K    default 3
   --min-age-days N     default 30
@@ -350,7 +370,10 @@ export async function gcCommand(args: string[]): Promise<number> {
       versionOf: versionReader(plan),
     });
     const doomed = result.decisions.filter((d) => d.action === "delete");
-    const attestations = attestationsOfDeleted(attestationTags, bases, result.decisions);
+    const attestations = [
+      ...attestationsOfDeleted(attestationTags, bases, result.decisions),
+      ...(await orphanAttestations(attestationTags, bases, async (d) => (await client.manifest(repos.bases, d)) !== null)),
+    ];
     if (v.apply) {
       const deleter = ecrDeleter(host) ?? registryDeleter(client);
       for (const d of doomed) {
@@ -375,7 +398,7 @@ export async function gcCommand(args: string[]): Promise<number> {
     const out: string[] = [`strata gc: ${host}/${repos.bases}, keep ${keepReleases} release(s), delete only what is older than ${minAgeDays} day(s)${v.apply ? "" : ", dry run"}`];
     out.push(`  releases kept: ${result.releases.length ? result.releases.join(", ") : "(none)"}${result.unattributed.length ? `; ${result.unattributed.length} runtime tag(s) match no tag template (their bases are kept)` : ""}`);
     for (const d of [...result.decisions].sort((a, b) => (a.action === b.action ? (a.tag < b.tag ? -1 : 1) : a.action === "delete" ? -1 : 1))) out.push(`  ${d.action === "delete" ? (v.apply ? "DELETED" : "DELETE ") : "KEEP   "} ${d.tag}  ${d.why}`);
-    for (const t of attestations) out.push(`  ${v.apply ? "DELETED" : "DELETE "} ${t}  attestation of a deleted base`);
+    for (const t of attestations) out.push(`  ${v.apply ? "DELETED" : "DELETE "} ${t}  attestation of a deleted base, or of an image no longer in the registry`);
     for (const t of result.cacheTags) out.push(`  ${v.apply ? "DELETED" : "DELETE "} cache:${t}  build cache of a base name nothing keeps`);
     if (skipped.length) out.push(`  left alone: ${skipped.length} tag(s) that are not strata base tags (${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
     const size = mib(result.freeBytes);

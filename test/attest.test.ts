@@ -29,7 +29,7 @@ import {
   type BuildFacts,
   type LayerChanges,
 } from "../cli/attestation.ts";
-import { attestationsOfDeleted, type BaseEntry } from "../cli/gc.ts";
+import { attestationsOfDeleted, orphanAttestations, type BaseEntry } from "../cli/gc.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import { generateWorkflows, WORKFLOW_FILES } from "../workflows/generate.ts";
 import { FIXTURES, noStackTrace, strata } from "./helpers.ts";
@@ -326,6 +326,18 @@ describe("gc and attestations", () => {
     ];
     const tags = [`sha256-${hex("a")}`, `sha256-${hex("a")}.provenance`, `sha256-${hex("b")}.spdx`, `sha256-${hex("b")}`, `sha256-${hex("a")}.sig`, `sha256-${hex("c")}.spdx`, `sha256-${hex("d")}.spdx`, `sha256-${hex("9")}.spdx`];
     assert.deepEqual(attestationsOfDeleted(tags, bases, decisions), [`sha256-${hex("a")}`, `sha256-${hex("a")}.provenance`, `sha256-${hex("b")}.spdx`, `sha256-${hex("b")}`, `sha256-${hex("a")}.sig`]);
+  });
+});
+
+describe("gc and orphaned attestations", () => {
+  test("an attestation whose image is gone (expired by a lifecycle rule) is an orphan; one of an image still there is not", async () => {
+    const hex = (c: string) => c.repeat(64);
+    const bases: BaseEntry[] = [{ tag: "cur-000000000002", digest: `sha256:${hex("d")}`, layerSets: [], blobs: [{ digest: `sha256:${hex("c")}`, size: 1 }], created: null }];
+    const asked: string[] = [];
+    const exists = async (d: string) => (asked.push(d), d === `sha256:${hex("e")}`);
+    const tags = [`sha256-${hex("d")}.spdx`, `sha256-${hex("c")}`, `sha256-${hex("e")}.provenance`, `sha256-${hex("f")}.spdx`, `sha256-${hex("f")}`, "cur-000000000002"];
+    assert.deepEqual(await orphanAttestations(tags, bases, exists), [`sha256-${hex("f")}.spdx`, `sha256-${hex("f")}`]);
+    assert.deepEqual(asked, [`sha256:${hex("e")}`, `sha256:${hex("f")}`], "the registry is asked once per unknown subject, never about inspected bases");
   });
 });
 
