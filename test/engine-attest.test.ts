@@ -276,4 +276,35 @@ test("strata attest: SBOM and provenance of a pushed base and runtime read back 
       for (const d of expired.keys()) assert.equal(images.find((i) => i.digest === d)!.tags.length, 0);
     }
   });
+
+  await t.test("strata gc deletes the attestations of the bases it deletes, and of a base that is gone; the kept base's stay", async () => {
+    // Two more bases from a copy of the matrix with another build arg: one left for gc, one deleted outright
+    // (what a lifecycle rule expiring it does), each attested first.
+    const other = async (flavour: string) => {
+      const dir = join(work, `matrix-${flavour}`);
+      await cp(FIXTURE, dir, { recursive: true });
+      await writeFile(join(dir, "strata.yaml"), (await readFile(MATRIX, "utf8")).replace('FLAVOUR: "attest"', `FLAVOUR: "${flavour}"`));
+      const file = join(dir, "strata.yaml");
+      const bakeFile = join(work, `bake-${flavour}.json`);
+      await strata(["bake", "--matrix", file, "--registry", reg, "--out", bakeFile]);
+      const meta = join(work, `meta-${flavour}.json`);
+      const digest = (await bake(bakeFile, "bases", meta))["base-pyos"]["containerimage.digest"] as string;
+      await strata(["attest", "--matrix", file, "--bake-metadata", meta]);
+      return { digest, tag: (JSON.parse(await readFile(bakeFile, "utf8")) as BakeFile).target["base-pyos"].tags[0].split(":").pop()! };
+    };
+    const unused = await other("unused");
+    const gone = await other("gone");
+    assert.notEqual(unused.digest, baseDigest);
+    const del = await fetch(`http://${reg}/v2/strata/bases/manifests/${gone.digest}`, { method: "DELETE" });
+    assert.equal(del.status, 202, "deleting the 'gone' base");
+    const tagsOf = (d: string) => [`sha256-${d.slice(7)}`, `sha256-${d.slice(7)}.spdx`, `sha256-${d.slice(7)}.provenance`];
+    const gc = JSON.parse(await strata(["gc", "--matrix", MATRIX, "--registry", `${reg}/strata`, "--apply", "--json"])) as { decisions: { tag: string; action: string }[]; attestations: string[] };
+    assert.deepEqual(gc.decisions.filter((d) => d.action === "delete").map((d) => d.tag), [unused.tag]);
+    assert.deepEqual(new Set(gc.attestations), new Set([...tagsOf(unused.digest), ...tagsOf(gone.digest)]));
+    const left = ((await (await fetch(`http://${reg}/v2/strata/bases/tags/list`)).json()) as { tags: string[] }).tags;
+    for (const t of [...tagsOf(unused.digest), ...tagsOf(gone.digest)]) assert.ok(!left.includes(t), `${t} is still there`);
+    for (const t of tagsOf(baseDigest)) assert.ok(left.includes(t), `the kept base's ${t} was deleted`);
+    const kept = await attestationsOf(reg, "strata/bases", baseDigest);
+    assert.equal(kept.index.length, 2, "the kept base's attestations read back after gc");
+  });
 });
