@@ -4,7 +4,7 @@
 #  * bookworm packages, installed normally with apt-get:
 #      docker-registry (distribution v2 registry binary), busybox-static (tiny OS image),
 #      runc, iptables, pigz, ca-certificates
-#  * trixie packages docker.io (dockerd 26), docker-cli, containerd (1.7), docker-buildx (0.13):
+#  * trixie packages docker.io (dockerd 26), docker-cli, containerd (1.7), docker-buildx (0.13), oras (1.2):
 #      fetched with `apt-get download` through a PRIVATE apt configuration
 #      (.cache/engine/apt: own sources.list, lists and archives) pointing at trixie on the
 #      machine's own Debian mirror, then unpacked with `dpkg-deb -x` into
@@ -18,12 +18,13 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${STRATA_ENGINE_CACHE:-$REPO_ROOT/.cache/engine}"
 ROOTFS="$CACHE/root"
-TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx)
+# oras: an independent reader of OCI referrers for test/engine-attest.test.ts.
+TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx oras)
 # runc comes from bookworm: trixie's runc needs glibc 2.38 (bookworm has 2.36).
 BOOKWORM_PKGS=(docker-registry busybox-static runc iptables pigz ca-certificates)
 # Files that must exist after unpacking; also used to decide whether work is needed.
 REQUIRED_BINS=(usr/sbin/dockerd usr/bin/docker usr/bin/containerd usr/bin/containerd-shim-runc-v2
-               usr/libexec/docker/cli-plugins/docker-buildx)
+               usr/libexec/docker/cli-plugins/docker-buildx usr/bin/oras)
 
 say() { printf '[engine-deps] %s\n' "$*"; }
 die() { printf '[engine-deps] ERROR: %s\n' "$*" >&2; exit 1; }

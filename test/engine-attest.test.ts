@@ -12,7 +12,7 @@ import { test } from "node:test";
 import { lifecycleRules } from "../components/registry.ts";
 import type { BakeFile } from "../cli/bake.ts";
 import { loadMatrix } from "../matrix/load.ts";
-import { buildPythonImage, engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
+import { buildPythonImage, ENGINE_CACHE, engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
 import { expiredImages, type StoredImage } from "./support/ecr-lifecycle.ts";
 
 const FIXTURE = join(REPO_ROOT, "test/fixtures/attest");
@@ -20,6 +20,8 @@ const MATRIX = join(FIXTURE, "strata.yaml");
 const CLI = join(REPO_ROOT, "bin/strata.mjs");
 const OS_IMAGE = "strata-test/python-os:1";
 const DIST = "/usr/lib/python3/dist-packages";
+/** oras (Debian trixie's, unpacked by .ci/engine-deps.sh): an independent reader of referrers. */
+const ORAS = process.env.STRATA_ORAS ?? join(ENGINE_CACHE, "root/usr/bin/oras");
 const ACCEPT = [
   "application/vnd.oci.image.index.v1+json",
   "application/vnd.oci.image.manifest.v1+json",
@@ -225,6 +227,23 @@ test("strata attest: SBOM and provenance of a pushed base and runtime read back 
     assert.ok(def.resolvedDependencies.some((d: Json) => d.digest?.gitCommit === env.GITHUB_SHA && d.uri === "git+https://github.com/acme/models@refs/heads/main"));
     assert.equal(prov.runDetails.builder.id, `https://github.com/${env.GITHUB_WORKFLOW_REF}`);
     assert.equal(prov.runDetails.metadata.invocationId, "https://github.com/acme/models/actions/runs/4242/attempts/2");
+  });
+
+  await t.test("oras discovers the attestations and fetches their statements", { skip: existsSync(ORAS) ? false : `no oras at ${ORAS} (run .ci/engine-deps.sh, or set STRATA_ORAS)` }, async () => {
+    for (const [repo, digest] of [["strata/bases", baseDigest], ["strata/runtimes", rtDigest]] as const) {
+      const r = await run(ORAS, ["discover", "--plain-http", "--format", "json", "--artifact-type", "application/vnd.in-toto+json", `${reg}/${repo}@${digest}`], { env: { ...process.env, HOME: work } });
+      assert.equal(r.code, 0, `oras discover: ${r.stderr}`);
+      const out = JSON.parse(r.stdout) as Json;
+      const found = (out.manifests ?? out.referrers) as Json[];
+      assert.deepEqual(found.map((d) => d.annotations["in-toto.io/predicate-type"]).sort(), ["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"]);
+      const ours = await attestationsOf(reg, repo, digest);
+      assert.deepEqual(new Set(found.map((d) => d.digest)), new Set(ours.artifacts.map((a) => a.digest)), "oras sees the artifacts the referrers list names");
+      const sbom = ours.artifacts.find((a) => a.annotations["in-toto.io/predicate-type"] === "https://spdx.dev/Document")!;
+      const blob = await run(ORAS, ["blob", "fetch", "--plain-http", "--output", "-", `${reg}/${repo}@${sbom.layers[0].digest}`], { env: { ...process.env, HOME: work } });
+      assert.equal(blob.code, 0, `oras blob fetch: ${blob.stderr}`);
+      const st = JSON.parse(blob.stdout) as Json;
+      assert.equal(st.predicate.packages.find((p: Json) => p.name === "distro")?.versionInfo, distVersion("distro"));
+    }
   });
 
   await t.test("re-attesting replaces the attestations instead of piling them up", async () => {
