@@ -445,8 +445,11 @@ export function attestationTag(subjectDigest: string, kind: AttestationKind): st
   return `${subjectDigest.replace(":", "-")}.${TAG_SUFFIXES[kind]}`;
 }
 
-/** Tags strata gives attestation artifacts (and the referrers index tag), as one pattern. */
-export const ATTESTATION_TAG = /^sha256-([0-9a-f]{64})(\.(spdx|provenance))?$/;
+/**
+ * Tags of attestations and referrers indexes, keyed by the subject digest they are about: the referrers index
+ * `sha256-<hex>`, strata's `sha256-<hex>.spdx` / `.provenance` and cosign's `.sig` / `.att` / `.sbom`.
+ */
+export const ATTESTATION_TAG = /^sha256-([0-9a-f]{64})(\.(spdx|provenance|att|sig|sbom))?$/;
 
 /** An in-toto Statement v1 about the subject. */
 export function statement(subject: Subject, kind: AttestationKind, predicate: unknown): Record<string, unknown> {

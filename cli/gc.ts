@@ -5,6 +5,7 @@ import { TAG_HASH_LENGTH } from "../matrix/identity.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { registryTarget } from "./forecast.ts";
+import { ATTESTATION_TAG } from "./attestation.ts";
 import { RegistryClient, RegistryError, type Manifest } from "./registry.ts";
 import { parseFlags, usageError } from "./args.ts";
 import { readStackFile } from "./stack.ts";
@@ -141,12 +142,6 @@ export function selectGarbage(bases: readonly BaseEntry[], runtimes: readonly Ru
   });
   return { decisions, releases: kept, unattributed: unattributed.map((r) => r.tag), freeBytes: [...freed.values()].reduce((a, b) => a + b, 0), cacheTags };
 }
-
-/**
- * Tags of attestations and referrers indexes (`sha256-<hex>` and `sha256-<hex>.<kind>`: strata's .spdx and
- * .provenance, cosign's .sig, .att and .sbom), keyed by the subject digest they are about.
- */
-export const ATTESTATION_TAG = /^sha256-([0-9a-f]{64})(\.(att|sig|sbom|spdx|provenance))?$/;
 
 /**
  * The attestation tags to delete with the deleted bases: those whose subject is a deleted base's image or one of

@@ -30,7 +30,9 @@ import {
   type LayerChanges,
 } from "../cli/attestation.ts";
 import { attestationsOfDeleted, orphanAttestations, type BaseEntry } from "../cli/gc.ts";
+import { ATTESTATION_TAG_FILTER, lifecycleRules, mutableRuntimeTagFilters } from "../components/registry.ts";
 import { loadMatrix } from "../matrix/load.ts";
+import { expiredImages } from "./support/ecr-lifecycle.ts";
 import { generateWorkflows, WORKFLOW_FILES } from "../workflows/generate.ts";
 import { FIXTURES, noStackTrace, strata } from "./helpers.ts";
 
@@ -326,6 +328,29 @@ describe("gc and attestations", () => {
     ];
     const tags = [`sha256-${hex("a")}`, `sha256-${hex("a")}.provenance`, `sha256-${hex("b")}.spdx`, `sha256-${hex("b")}`, `sha256-${hex("a")}.sig`, `sha256-${hex("c")}.spdx`, `sha256-${hex("d")}.spdx`, `sha256-${hex("9")}.spdx`];
     assert.deepEqual(attestationsOfDeleted(tags, bases, decisions), [`sha256-${hex("a")}`, `sha256-${hex("a")}.provenance`, `sha256-${hex("b")}.spdx`, `sha256-${hex("b")}`, `sha256-${hex("a")}.sig`]);
+  });
+});
+
+describe("attestation tags and the ECR repository rules", () => {
+  const d = `sha256:${"7".repeat(64)}`;
+  const tags = [attestationTag(d, "sbom"), attestationTag(d, "provenance"), d.replace(":", "-")];
+  test("every attestation tag is mutable on ECR (re-attesting moves it), in bases and in runtimes", () => {
+    const wildcard = (f: string) => new RegExp(`^${f.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
+    const runtimes = mutableRuntimeTagFilters(["{name}-{version}"], { defaultBranch: "main", release: { version: "v1.0.0", branch: "main", sha: "abcdef0" } });
+    for (const t of tags) {
+      assert.ok(wildcard(ATTESTATION_TAG_FILTER).test(t), t);
+      assert.ok(runtimes.some((f) => wildcard(f).test(t)), `runtimes: ${t}`);
+      assert.ok(t.length <= 128, "an OCI tag is at most 128 characters");
+    }
+  });
+  test("no lifecycle rule selects a tagged attestation, however old; the same artifact untagged would expire", () => {
+    const rules = lifecycleRules({ untaggedExpiryDays: 1, pullRequestExpiryDays: 1 });
+    const old = new Date(0);
+    const now = new Date(Date.UTC(2100, 0, 1));
+    const images = tags.map((t, i) => ({ digest: `sha256:${String(i).repeat(64)}`, tags: [t], pushedAt: old }));
+    assert.equal(expiredImages(rules, images, now).size, 0);
+    assert.equal(expiredImages(rules, images.map((i) => ({ ...i, tags: [] })), now).size, images.length);
+    assert.equal(expiredImages(rules, [{ digest: "x", tags: ["pr-7-app"], pushedAt: old }], now).get("x")?.rulePriority, 2, "the model does expire what the rules name");
   });
 });
 
