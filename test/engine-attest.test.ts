@@ -314,6 +314,14 @@ test("strata attest: SBOM and provenance of a pushed base and runtime read back 
     const unused = await other("unused");
     const gone = await other("gone");
     assert.notEqual(unused.digest, baseDigest);
+    // A runtime is attested only with the base it was really built FROM.
+    const wrong = join(work, "outputs-wrong.json");
+    await writeFile(wrong, JSON.stringify({ baseRefs: { pyos: `${reg}/strata/bases:${unused.tag}@${unused.digest}` }, runtimes: { "app-pyos": { ref: `${rtTag}@${rtDigest}` } } }));
+    const refused = await run(process.execPath, [CLI, "attest", "--matrix", MATRIX, "--outputs", wrong], { cwd: REPO_ROOT, env: process.env, timeoutMs: 120_000 });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /is not built FROM its base .*the base's layers are not its first layers/);
+    assert.match(refused.stderr, /nothing was pushed/);
+    assert.doesNotMatch(refused.stderr, /^\s+at /m);
     const del = await fetch(`http://${reg}/v2/strata/bases/manifests/${gone.digest}`, { method: "DELETE" });
     assert.equal(del.status, 202, "deleting the 'gone' base");
     const tagsOf = (d: string) => [`sha256-${d.slice(7)}`, `sha256-${d.slice(7)}.spdx`, `sha256-${d.slice(7)}.provenance`];
