@@ -5,7 +5,8 @@
 #      docker-registry (distribution v2 registry binary), busybox-static (tiny OS image),
 #      runc, iptables, pigz, ca-certificates
 #  * trixie packages docker.io (dockerd 26), docker-cli, containerd (1.7), docker-buildx (0.13),
-#    cosign (2.5, for the signing tests, test/signing.test.ts):
+#    cosign (2.5, for the signing tests, test/signing.test.ts), oras (1.2, an independent reader of OCI referrers
+#    for test/engine-attest.test.ts):
 #      fetched with `apt-get download` through a PRIVATE apt configuration
 #      (.cache/engine/apt: own sources.list, lists and archives) pointing at trixie on the
 #      machine's own Debian mirror, then unpacked with `dpkg-deb -x` into
@@ -19,12 +20,12 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${STRATA_ENGINE_CACHE:-$REPO_ROOT/.cache/engine}"
 ROOTFS="$CACHE/root"
-TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx cosign)
+TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx cosign oras)
 # runc comes from bookworm: trixie's runc needs glibc 2.38 (bookworm has 2.36).
 BOOKWORM_PKGS=(docker-registry busybox-static runc iptables pigz ca-certificates)
 # Files that must exist after unpacking; also used to decide whether work is needed.
 REQUIRED_BINS=(usr/sbin/dockerd usr/bin/docker usr/bin/containerd usr/bin/containerd-shim-runc-v2
-               usr/libexec/docker/cli-plugins/docker-buildx usr/bin/cosign)
+               usr/libexec/docker/cli-plugins/docker-buildx usr/bin/cosign usr/bin/oras)
 
 say() { printf '[engine-deps] %s\n' "$*"; }
 die() { printf '[engine-deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bakeFile } from "../cli/bake.ts";
 import { loadMatrix } from "../matrix/load.ts";
+import { benchAttest } from "./attest.ts";
 import { benchEngine } from "./engine.ts";
 import { benchImpact } from "./impact.ts";
 import { benchFleet } from "./fleet.ts";
@@ -112,6 +113,7 @@ rows.push(["impact, two revisions of LocalAI 457 (whole process)", `${impact["im
 const scaler = await benchScaler();
 for (const [k, v] of Object.entries(scaler)) rows.push([k, String(v), ""]);
 for (const [k, v] of await benchFleet()) rows.push([k, v, ""]);
+for (const [k, v] of await benchAttest()) rows.push([k, v, ""]);
 
 const engine = await benchEngine();
 for (const [k, v] of Object.entries(engine)) rows.push([k, String(v), ""]);

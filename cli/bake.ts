@@ -50,6 +50,9 @@ export function bakeFile(plan: BuildPlan, opts: BakeOptions): BakeFile {
     const contextAbs = join(plan.dir, context);
     return { context: relative(process.cwd(), contextAbs) || ".", dockerfile: relative(contextAbs, join(plan.dir, dockerfile)) };
   };
+  // BuildKit's own attestations stay off: `strata attest` attaches the SBOM and provenance of both build paths
+  // (docker-build cannot produce BuildKit's), and BuildKit's would put a timestamped manifest into the index, so an
+  // identical rebuild would no longer give an identical digest.
   const common = { output: ["type=registry"], attest: ["type=provenance,disabled=true", "type=sbom,disabled=true"] };
 
   const contexts = (images: Parameters<typeof namedContexts>[0]) => {

@@ -5,6 +5,7 @@ import { TAG_HASH_LENGTH } from "../matrix/identity.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
 import { registryTarget } from "./forecast.ts";
+import { ATTESTATION_TAG } from "./attestation.ts";
 import { RegistryClient, RegistryError, type Manifest } from "./registry.ts";
 import { parseFlags, usageError } from "./args.ts";
 import { readStackFile } from "./stack.ts";
@@ -142,6 +143,46 @@ export function selectGarbage(bases: readonly BaseEntry[], runtimes: readonly Ru
   return { decisions, releases: kept, unattributed: unattributed.map((r) => r.tag), freeBytes: [...freed.values()].reduce((a, b) => a + b, 0), cacheTags };
 }
 
+/**
+ * The attestation tags to delete with the deleted bases: those whose subject is a deleted base's image or one of
+ * its platform manifests, unless a kept base references that manifest too. Pure.
+ */
+export function attestationsOfDeleted(tags: readonly string[], bases: readonly BaseEntry[], decisions: readonly GcDecision[]): string[] {
+  const deleted = new Set(decisions.filter((d) => d.action === "delete").map((d) => d.tag));
+  const kept = new Set<string>();
+  const doomed = new Set<string>();
+  for (const b of bases) {
+    const into = deleted.has(b.tag) ? doomed : kept;
+    into.add(b.digest);
+    for (const x of b.blobs) into.add(x.digest);
+  }
+  return tags.filter((t) => {
+    const m = ATTESTATION_TAG.exec(t);
+    const subject = m ? `sha256:${m[1]}` : undefined;
+    return subject !== undefined && doomed.has(subject) && !kept.has(subject);
+  });
+}
+
+/**
+ * Attestation tags whose subject is none of the inspected bases' images or manifests: candidates for orphans
+ * (their image expired under a lifecycle rule, e.g. a `pr-*` base). Only those whose subject `exists` says is
+ * gone are returned. Pure but for `exists`.
+ */
+export async function orphanAttestations(tags: readonly string[], bases: readonly BaseEntry[], exists: (digest: string) => Promise<boolean>): Promise<string[]> {
+  const known = new Set(bases.flatMap((b) => [b.digest, ...b.blobs.map((x) => x.digest)]));
+  const out: string[] = [];
+  const gone = new Map<string, boolean>();
+  for (const t of tags) {
+    const m = ATTESTATION_TAG.exec(t);
+    if (!m) continue;
+    const subject = `sha256:${m[1]}`;
+    if (known.has(subject)) continue;
+    if (!gone.has(subject)) gone.set(subject, !(await exists(subject)));
+    if (gone.get(subject)) out.push(t);
+  }
+  return out;
+}
+
 /** `ampere-0123456789ab` → `ampere`. */
 function baseNameOf(tag: string): string {
   return tag.replace(new RegExp(`-[0-9a-f]{${TAG_HASH_LENGTH}}$`), "");
@@ -248,8 +289,9 @@ Lists the base tags in HOST/PREFIX/bases that no current matrix base, no runtime
 {version} of runtime tags, natural order; branch builds such as 'main' always count) and no open pull request uses
 (--in-use: a file of base tags, one per line, e.g. from the pull requests' \`strata check --json\`), and that are
 older than N days (image config creation time); \`pr-*\` tags are kept until D days. Dry run by default: prints
-what it would delete and the space that frees. --apply deletes those images, their cosign-style attestation tags
-(sha256-<digest>.att/.sig/.sbom) and the build cache of base names nothing keeps.
+what it would delete and the space that frees. --apply deletes those images, their attestations and referrers
+indexes (tags sha256-<digest> and sha256-<digest>.spdx/.provenance/.att/.sig/.sbom of the image or its platform
+manifests; also those whose image is gone, e.g. expired by a lifecycle rule) and the build cache of base names nothing keeps.
 
   --keep-releases K    default 3
   --min-age-days N     default 30
@@ -299,7 +341,7 @@ export async function gcCommand(args: string[]): Promise<number> {
   const deleted: string[] = [];
   try {
     const baseTags = await client.tags(repos.bases);
-    const attestationTags = baseTags.filter((t) => /^sha256-[0-9a-f]{64}\.(att|sig|sbom)$/.test(t));
+    const attestationTags = baseTags.filter((t) => ATTESTATION_TAG.test(t));
     const candidates = baseTags.filter((t) => new RegExp(`-[0-9a-f]{${TAG_HASH_LENGTH}}$`).test(t) || t.startsWith("pr-"));
     const skipped = baseTags.filter((t) => !candidates.includes(t) && !attestationTags.includes(t));
     const bases = (await pool(candidates, 8, async (tag) => {
@@ -323,8 +365,10 @@ export async function gcCommand(args: string[]): Promise<number> {
       versionOf: versionReader(plan),
     });
     const doomed = result.decisions.filter((d) => d.action === "delete");
-    const doomedDigests = new Set(doomed.map((d) => d.digest));
-    const attestations = attestationTags.filter((t) => doomedDigests.has(t.replace(/^sha256-([0-9a-f]{64})\..*$/, "sha256:$1")));
+    const attestations = [
+      ...attestationsOfDeleted(attestationTags, bases, result.decisions),
+      ...(await orphanAttestations(attestationTags, bases, async (d) => (await client.manifest(repos.bases, d)) !== null)),
+    ];
     if (v.apply) {
       const deleter = ecrDeleter(host) ?? registryDeleter(client);
       for (const d of doomed) {
@@ -349,7 +393,7 @@ export async function gcCommand(args: string[]): Promise<number> {
     const out: string[] = [`strata gc: ${host}/${repos.bases}, keep ${keepReleases} release(s), delete only what is older than ${minAgeDays} day(s)${v.apply ? "" : ", dry run"}`];
     out.push(`  releases kept: ${result.releases.length ? result.releases.join(", ") : "(none)"}${result.unattributed.length ? `; ${result.unattributed.length} runtime tag(s) match no tag template (their bases are kept)` : ""}`);
     for (const d of [...result.decisions].sort((a, b) => (a.action === b.action ? (a.tag < b.tag ? -1 : 1) : a.action === "delete" ? -1 : 1))) out.push(`  ${d.action === "delete" ? (v.apply ? "DELETED" : "DELETE ") : "KEEP   "} ${d.tag}  ${d.why}`);
-    for (const t of attestations) out.push(`  ${v.apply ? "DELETED" : "DELETE "} ${t}  attestation of a deleted base`);
+    for (const t of attestations) out.push(`  ${v.apply ? "DELETED" : "DELETE "} ${t}  attestation of a deleted base, or of an image no longer in the registry`);
     for (const t of result.cacheTags) out.push(`  ${v.apply ? "DELETED" : "DELETE "} cache:${t}  build cache of a base name nothing keeps`);
     if (skipped.length) out.push(`  left alone: ${skipped.length} tag(s) that are not strata base tags (${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
     const size = mib(result.freeBytes);

@@ -43,6 +43,8 @@ const COMMAND_USAGE = {
       Write the GPU gate's smoke test for a base (nvidia-smi, torch/CUDA, arch list, flash-attention, matmul).`,
   gc: `  strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--in-use FILE] [--apply]
       List (dry run) or delete base tags no current base, kept release or open pull request uses.`,
+  attest: `  strata attest [IMAGE@sha256:DIGEST ...] [--outputs FILE] [--bake-metadata FILE] [--pushed FILE] [--json]
+      Attach an SBOM (OS and Python packages) and a SLSA provenance to each pushed base and runtime, as OCI referrers.`,
 } as const;
 
 const USAGE = `strata: layered GPU container images from one matrix file
@@ -102,6 +104,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import("./smoke.ts")).smokeCommand(rest);
       case "gc":
         return await (await import("./gc.ts")).gcCommand(rest);
+      case "attest":
+        return await (await import("./attest.ts")).attestCommand(rest);
       case "bake":
         return bake(parse(rest, { ...COMMON, registry: { type: "string" }, version: { type: "string" }, pin: { type: "string" }, out: { type: "string", short: "o" } }, "bake"));
       case undefined:

@@ -76,11 +76,11 @@ export class RegistryClient {
     this.base = `${loopback ? "http" : "https"}://${host}`;
   }
 
-  /** One request with the token flow (a 401 is answered once); used by the functions at the end of this file too. */
-  async send(method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}, scope?: string): Promise<Response> {
+  /** One request with the token flow applied (answers a 401 once); for calls the methods below do not cover (used by the functions at the end of this file too). */
+  async send(method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string; signal?: AbortSignal } = {}, scope?: string): Promise<Response> {
     const url = path.startsWith("http") ? path : `${this.base}${path}`;
     const go = () =>
-      fetch(url, { method, headers: { ...(init.headers ?? {}), ...(this.authHeader ? { Authorization: this.authHeader } : {}) }, body: init.body, redirect: "follow", signal: AbortSignal.timeout(60_000) });
+      fetch(url, { method, headers: { ...(init.headers ?? {}), ...(this.authHeader ? { Authorization: this.authHeader } : {}) }, body: init.body, redirect: "follow", signal: init.signal ?? AbortSignal.timeout(60_000) });
     let res: Response;
     try {
       res = await go();
@@ -362,4 +362,88 @@ export async function resolveTag(client: RegistryClient, repo: string, tag: stri
     out[p] = digest;
   }
   return { digest, platforms: out };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// OCI 1.1 referrers (attestations): artifacts whose `subject` is an image, found through the referrers API
+// (`GET /v2/<repo>/referrers/<digest>`) where the registry has it, else through the referrers tag schema: an
+// image index tagged `sha256-<hex>` of the subject that lists them (OCI distribution spec 1.1, as oras and
+// regclient write it).
+
+export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+export const OCI_EMPTY = { mediaType: "application/vnd.oci.empty.v1+json", digest: "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 } as const;
+
+/** A descriptor in a referrers list: the artifact manifest, its artifact type and annotations. */
+export interface ReferrerDescriptor extends Descriptor {
+  artifactType?: string;
+}
+
+/** The referrers tag of a subject digest: `sha256:<hex>` → `sha256-<hex>`. */
+export function referrersTag(digest: string): string {
+  return digest.replace(":", "-");
+}
+
+/** Streams a blob (for image layers, which are never buffered whole); `signal` bounds it, the caller checks its digest. */
+export async function blobStream(client: RegistryClient, repo: string, digest: string, signal: AbortSignal): Promise<ReadableStream<Uint8Array>> {
+  const res = await client.send("GET", `/v2/${repo}/blobs/${digest}`, { signal }, `repository:${repo}:pull`);
+  if (!res.ok || !res.body) {
+    const text = (await res.text().catch(() => "")).slice(0, 300);
+    throw new RegistryError(`registry ${client.host}: get blob ${repo}@${digest}: HTTP ${res.status} ${text}`.trim());
+  }
+  return res.body;
+}
+
+/**
+ * Pushes a manifest (an artifact with a `subject`) by tag or digest. `subjectIndexed` is true when the registry
+ * says (header OCI-Subject) it indexed the subject for the referrers API, so no referrers tag is needed.
+ */
+export async function pushArtifactManifest(client: RegistryClient, repo: string, ref: string, manifest: object & { mediaType: string }): Promise<{ digest: string; subjectIndexed: boolean }> {
+  const body = Buffer.from(JSON.stringify(manifest));
+  const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
+  const res = await client.send("PUT", `/v2/${repo}/manifests/${ref}`, { headers: { "Content-Type": manifest.mediaType }, body }, `repository:${repo}:pull,push`);
+  if (res.status !== 201) {
+    const text = (await res.text().catch(() => "")).slice(0, 300);
+    const hint = res.status === 401 || res.status === 403 ? " (log in first: docker login, or aws-actions/amazon-ecr-login)" : "";
+    throw new RegistryError(`registry ${client.host}: push manifest ${repo}:${ref}: HTTP ${res.status}${hint} ${text}`.trim());
+  }
+  await res.body?.cancel();
+  return { digest, subjectIndexed: res.headers.get("oci-subject") !== null };
+}
+
+/** The referrers of `digest` through the referrers API, or null when the registry has no such API (404/400/405). */
+export async function referrersFromApi(client: RegistryClient, repo: string, digest: string): Promise<ReferrerDescriptor[] | null> {
+  const res = await client.send("GET", `/v2/${repo}/referrers/${digest}`, { headers: { Accept: OCI_INDEX } }, `repository:${repo}:pull`);
+  const type = res.headers.get("content-type") ?? "";
+  if (!res.ok || !type.startsWith(OCI_INDEX)) {
+    await res.body?.cancel();
+    if ([400, 404, 405].includes(res.status) || res.ok) return null;
+    const text = (await res.text().catch(() => "")).slice(0, 300);
+    throw new RegistryError(`registry ${client.host}: list referrers of ${repo}@${digest}: HTTP ${res.status} ${text}`.trim());
+  }
+  const body = Buffer.from(await res.arrayBuffer());
+  if (body.length > MAX_DOCUMENT_BYTES) throw new RegistryError(`registry ${client.host}: referrers of ${repo}@${digest}: ${body.length} bytes; refusing to read them`);
+  try {
+    return ((JSON.parse(body.toString("utf8")) as Manifest).manifests ?? []) as ReferrerDescriptor[];
+  } catch {
+    throw new RegistryError(`registry ${client.host}: referrers of ${repo}@${digest} are not JSON`);
+  }
+}
+
+/** The referrers listed by the referrers tag schema index of `digest` ([] when there is none). */
+export async function referrersFromTag(client: RegistryClient, repo: string, digest: string): Promise<ReferrerDescriptor[]> {
+  const found = await client.manifest(repo, referrersTag(digest));
+  if (!found) return [];
+  if (found.mediaType !== OCI_INDEX) throw new RegistryError(`registry ${client.host}: ${repo}:${referrersTag(digest)} is not an OCI image index (${found.mediaType}); cannot list referrers there`);
+  return (found.manifest.manifests ?? []) as ReferrerDescriptor[];
+}
+
+/**
+ * Adds `entry` to the referrers tag schema index of `digest` (created when missing), dropping the entries
+ * `supersedes` selects (an earlier attestation of the same kind). Returns the index digest.
+ */
+export async function addToReferrersTag(client: RegistryClient, repo: string, digest: string, entry: ReferrerDescriptor, supersedes: (d: ReferrerDescriptor) => boolean = () => false): Promise<string> {
+  const kept = (await referrersFromTag(client, repo, digest)).filter((d) => d.digest !== entry.digest && !supersedes(d));
+  const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [...kept, entry] };
+  return (await pushArtifactManifest(client, repo, referrersTag(digest), index)).digest;
 }

@@ -22,7 +22,7 @@ export interface RegistryArgs {
   protectedTags?: string[];
   /**
    * ECR: wildcard filters of the runtime tags that stay mutable (`mutableRuntimeTagFilters`); every other runtime
-   * tag, i.e. every released one, is immutable. Default: only pull-request tags (`pr-*`).
+   * tag, i.e. every released one, is immutable. Default: only pull-request and attestation tags (`pr-*`, `sha256-*`).
    */
   mutableRuntimeTags?: string[];
 }
@@ -56,8 +56,8 @@ export class Registry extends pulumi.ComponentResource {
 
     if (config.kind === "ecr") {
       const repos = {
-        bases: ecrRepository(`${name}-bases`, repoNames.bases, [PULL_REQUEST_FILTER, SIGNATURE_TAG_FILTER], config, this),
-        runtimes: ecrRepository(`${name}-runtimes`, repoNames.runtimes, args.mutableRuntimeTags ?? [PULL_REQUEST_FILTER, SIGNATURE_TAG_FILTER], config, this),
+        bases: ecrRepository(`${name}-bases`, repoNames.bases, [PULL_REQUEST_FILTER, DIGEST_TAG_FILTER], config, this),
+        runtimes: ecrRepository(`${name}-runtimes`, repoNames.runtimes, args.mutableRuntimeTags ?? [PULL_REQUEST_FILTER, DIGEST_TAG_FILTER], config, this),
         cache: ecrRepository(`${name}-cache`, repoNames.cache, "MUTABLE", config, this),
       };
       const rules = lifecycleRules(config);
@@ -136,10 +136,13 @@ export function checkProtectedTags(rules: LifecycleRule[], tags: string[]): void
 /** Pull-request tags are rebuilt under the same name within a pull request. */
 const PULL_REQUEST_FILTER = `${PULL_REQUEST_TAG_PREFIX}*`;
 /**
- * cosign keeps an image's signatures under the tag `sha256-<digest>.sig` and re-pushes that tag to add one (a re-run
- * signs again), which a tag-immutable repository refuses: signature tags stay mutable. Only the push roles can write them.
+ * Tags named after an image digest: cosign's signatures (`sha256-<hex>.sig`), strata's attestations
+ * (`sha256-<hex>.spdx`, `.provenance`) and the OCI referrers index (`sha256-<hex>`). cosign re-pushes the `.sig` tag
+ * to add a signature (a re-run signs again) and re-attesting or adding a referrer moves the others, which a
+ * tag-immutable repository refuses: they stay mutable (only the push roles can write them). Being tagged, no
+ * lifecycle rule expires them while their image is kept.
  */
-export const SIGNATURE_TAG_FILTER = "sha256-*";
+export const DIGEST_TAG_FILTER = "sha256-*";
 /** ECR takes at most five tag mutability exclusion filters, each of these characters. */
 export const MAX_EXCLUSION_FILTERS = 5;
 const EXCLUSION_FILTER = /^[0-9a-zA-Z._*-]{1,128}$/;
@@ -149,12 +152,12 @@ const EXCLUSION_FILTER = /^[0-9a-zA-Z._*-]{1,128}$/;
  * default branch's builds, whose `{version}` is the branch name, and the stack's own `strata:release.version` when
  * it is not a `v…` release) and a tag that names no release at all (no `{version}` and no `{sha}`, e.g.
  * `{name}-latest`). `{name}` and `{base}` become `*`, and `{sha}` too (a branch tag is rebuilt at every commit).
- * Everything else, i.e. every tag of a `v…` release, stays immutable. Pull-request tags (`pr-*`) and cosign's
- * signature tags (`sha256-*`) are always mutable.
+ * Everything else, i.e. every tag of a `v…` release, stays immutable. Pull-request tags (`pr-*`) and signature and
+ * attestation tags (`sha256-*`) are always mutable.
  */
 export function mutableRuntimeTagFilters(templates: readonly string[], opts: { defaultBranch: string; release: ReleaseConfig }): string[] {
   const versions = [...new Set([opts.defaultBranch, ...(opts.release.version.startsWith("v") ? [] : [opts.release.version])])];
-  const filters = new Set<string>([PULL_REQUEST_FILTER, SIGNATURE_TAG_FILTER]);
+  const filters = new Set<string>([PULL_REQUEST_FILTER, DIGEST_TAG_FILTER]);
   for (const template of new Set(templates)) {
     const has = (p: string) => template.includes(`{${p}}`);
     const render = (version: string) =>

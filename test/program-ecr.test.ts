@@ -104,8 +104,8 @@ describe("mutableRuntimeTagFilters", () => {
   test("released tags stay immutable; branch, non-release and release-less tags move", () => {
     const f = mutableRuntimeTagFilters(["{name}-{version}", "{name}-latest", "{name}-{sha}"], { defaultBranch: "trunk", release: { ...release, version: "dev" } });
     assert.deepEqual(f, ["pr-*", "sha256-*", "*-trunk", "*-dev", "*-latest"]);
-    // cosign re-pushes sha256-<digest>.sig to add a signature (a re-run signs again).
-    for (const tag of ["app-trunk", "app-dev", "app-latest", "pr-12-app", `sha256-${"a".repeat(64)}.sig`]) assert.ok(matches(f, tag), `${tag} is mutable`);
+    // cosign re-pushes sha256-<digest>.sig to add a signature; re-attesting moves .spdx/.provenance and the referrers index.
+    for (const tag of ["app-trunk", "app-dev", "app-latest", "pr-12-app", `sha256-${"a".repeat(64)}.sig`, `sha256-${"a".repeat(64)}.spdx`, `sha256-${"a".repeat(64)}`]) assert.ok(matches(f, tag), `${tag} is mutable`);
     for (const tag of ["app-v1.2.3", "app-abcdef0"]) assert.ok(!matches(f, tag), `${tag} is immutable`);
     const prefixed = mutableRuntimeTagFilters(["{version}-{name}"], { defaultBranch: "main", release });
     assert.deepEqual(prefixed, ["pr-*", "sha256-*", "main-*"]);

@@ -257,7 +257,7 @@ describe("signing and verifying with the real cosign against a loopback registry
     const rt = await pushImage("strata/runtimes", "turing-main");
     const metadata = { "runtime-turing": { "containerimage.digest": rt.index, "image.name": `${registry.address}/strata/runtimes:turing-main,${registry.address}/strata/runtimes:turing-abc1234` } };
     const step = stepNamed(runtimeJob, SIGN);
-    const r = await runStep({ ...step, run: `printf '%s' '${JSON.stringify(metadata)}' > bake-metadata.json\n${step.run}` }, { id: ID.runtimesWorkflow });
+    const r = await runStep({ ...step, run: `printf '%s' '${JSON.stringify(metadata)}' > "$RUNNER_TEMP/strata-bake-metadata.json"\n${step.run}` }, { id: ID.runtimesWorkflow });
     assert.equal(r.code, 0, r.out);
     assert.deepEqual(r.cosignCalls, [`sign --yes --recursive --tlog-upload=true ${registry.address}/strata/runtimes@${rt.index}`]);
 

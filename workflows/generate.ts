@@ -543,6 +543,29 @@ function verifySteps(o: Resolved, env: Record<string, string>, prelude: string[]
   ];
 }
 
+/**
+ * Attests the images the step before pushed, by digest (`strata attest`): an SBOM and a SLSA provenance per image,
+ * attached as OCI referrers and tagged so no lifecycle rule expires them. `stack` is a shell expression naming the
+ * stack whose outputs (`pulumi stack output --json`) name the images; `bakeMetadata` a `--metadata-file` of bake
+ * instead (its BASE_REFS env gives the runtime's base). `only` narrows the outputs to bases or runtimes.
+ */
+function attestStep(source: { stack: string; only: "bases" | "runtimes" } | { bakeMetadata: string }): Json {
+  const files =
+    "stack" in source
+      ? [`pulumi stack output --stack "${source.stack}" --json > "$RUNNER_TEMP/strata-outputs.json"`]
+      : ['jq -n --argjson refs "$BASE_REFS" \'{baseRefs: $refs}\' > "$RUNNER_TEMP/strata-outputs.json"'];
+  const from = "stack" in source ? `--only ${source.only}` : `--bake-metadata "${source.bakeMetadata}" --only runtimes`;
+  return {
+    name: `Attest the pushed ${"stack" in source ? source.only : "runtimes"} (SBOM, provenance)`,
+    run: sh([
+      "set -euo pipefail",
+      ...files,
+      `npx strata attest --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --outputs "$RUNNER_TEMP/strata-outputs.json" ${from} \\`,
+      `  --pushed "${ATTESTATIONS_FILE}" | tee -a "$GITHUB_STEP_SUMMARY"`,
+    ]),
+  };
+}
+
 function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
   const shards = shardCount(plan.bases.length, "bases", o);
   const size = o.sharding ? o.shardSize : MAX_MATRIX_JOBS;
@@ -591,6 +614,7 @@ function basesWorkflow(plan: Pick<BuildPlan, "bases">, o: Resolved): string {
             'echo "Base \\`$STRATA_BASE\\` → \\`$ref\\` (stack $shard)" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        attestStep({ stack: `\${STRATA_STACK}${SHARD_INFIX}\${STRATA_BASE}`, only: "bases" }),
         ...signSteps(o, [`shard="\${STRATA_STACK}${SHARD_INFIX}\${STRATA_BASE}"`, "pulumi stack output --stack \"$shard\" baseRefs --json | jq -r '.[]' >> sign-refs.txt"]),
         recordStep(),
         diskGuard(o, "report"),
@@ -790,11 +814,12 @@ function runtimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o: Resolv
             "# Pin the base by the digest the base build published (bake metadata format), then build this runtime only.",
             "jq -n --arg t \"base-$BASE\" --arg d \"${ref##*@}\" '{($t): {\"containerimage.digest\": $d}}' > pins.json",
             'npx strata bake --stack "$STRATA_STACK" --matrix "$STRATA_MATRIX" --registry "$REGISTRY" --version "$VERSION" --pin pins.json --out bake.json',
-            'docker buildx bake -f bake.json "runtime-$STRATA_RUNTIME" --metadata-file bake-metadata.json',
+            'docker buildx bake -f bake.json "runtime-$STRATA_RUNTIME" --metadata-file "$RUNNER_TEMP/strata-bake-metadata.json"',
             'echo "Runtime \\`$STRATA_RUNTIME\\` ($VERSION) FROM \\`$ref\\`" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
-        ...signSteps(o, ["jq -r 'to_entries[] | (.value[\"image.name\"] | split(\",\")[0]) + \"@\" + .value[\"containerimage.digest\"]' bake-metadata.json >> sign-refs.txt"], false),
+        attestStep({ bakeMetadata: "$RUNNER_TEMP/strata-bake-metadata.json" }),
+        ...signSteps(o, ["jq -r 'to_entries[] | (.value[\"image.name\"] | split(\",\")[0]) + \"@\" + .value[\"containerimage.digest\"]' \"$RUNNER_TEMP/strata-bake-metadata.json\" >> sign-refs.txt"], false),
       ],
     };
   }
@@ -876,6 +901,7 @@ function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o:
             'echo "Runtime shard \\`$STRATA_SHARD\\` ($VERSION): $count runtime(s), stack $shard" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        attestStep({ stack: `\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}`, only: "runtimes" }),
         ...signSteps(o, [`shard="\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}"`, "pulumi stack output --stack \"$shard\" runtimes --json | jq -r '.[].ref' >> sign-refs.txt"], false),
       ],
     };
