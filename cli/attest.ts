@@ -6,10 +6,11 @@ import { parseArgs } from "node:util";
 import { DockerfileParser } from "dockerfile-ast";
 import { Parser, type ReadEntry } from "tar";
 import { DockerfileInfo } from "../matrix/dockerfile.ts";
+import { upstreamImages } from "../matrix/lock.ts";
 import { MatrixError } from "../matrix/errors.ts";
 import { LIMITS, readRegularFile } from "../matrix/files.ts";
 import { loadMatrix } from "../matrix/load.ts";
-import type { BasePlan, BuildPlan, RuntimePlan } from "../matrix/plan.ts";
+import type { BasePlan, BuildPlan, RuntimePlan, UpstreamImage } from "../matrix/plan.ts";
 import { usageError } from "./args.ts";
 import {
   applyLayers,
@@ -262,41 +263,37 @@ async function imageFiles(client: RegistryClient, repo: string, manifest: Manife
 // ---------------------------------------------------------------------------------------------------------------
 // Build facts from the matrix
 
-/** Upstream lock seam: the digest a lock file pins `image` to on `platform`, if any. */
-export type UpstreamLock = (image: string, platform: string | undefined) => string | undefined;
-
-/** The Dockerfile text a target runs and the upstream images its stages start FROM (build args substituted). */
-export function dockerfileFacts(content: string, target: string, args: Record<string, string>, platform: string | undefined, lock?: UpstreamLock): { text: BuildFacts["dockerfileText"]; upstream: Dependency[] } {
+/**
+ * The Dockerfile text a target runs, and its upstream images as provenance dependencies: the same images `strata
+ * lock` pins (matrix/lock.ts, build args substituted for `platform`, or every platform of an index), each with the
+ * digest the lock gives it (`locked`, the plan's upstream), plus the references the Dockerfile pins by digest itself.
+ */
+export function dockerfileFacts(
+  content: string,
+  opts: { dockerfile: string; target: string; args: Record<string, string>; platforms: string[]; locked?: readonly UpstreamImage[]; runtime?: boolean },
+): { text: BuildFacts["dockerfileText"]; upstream: Dependency[] } {
   const info = new DockerfileInfo(content);
   const globals: string[] = [];
-  const defaults: Record<string, string> = {};
   for (const inst of DockerfileParser.parse(content).getInstructions()) {
     if (inst.getKeyword().toUpperCase() === "FROM") break;
     globals.push(inst.toString());
-    if (inst.getKeyword().toUpperCase() === "ARG") {
-      for (const a of inst.getArguments().map((x) => x.getValue())) {
-        const eq = a.indexOf("=");
-        if (eq > 0) defaults[a.slice(0, eq)] = a.slice(eq + 1).replace(/^"(.*)"$/, "$1");
-      }
-    }
   }
-  const vars = { ...defaults, ...args };
-  const closure = info.closure(target || undefined);
-  const upstream: Dependency[] = [];
-  const seen = new Set<string>();
-  for (const s of closure) {
-    if (s.needs.length && info.stages[s.needs[0]] && info.stages[s.needs[0]].name === s.image.toLowerCase()) continue;
-    if (/\$\{?BASE_IMAGE\b/.test(s.image)) continue;
-    const image = s.image.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (_, a, b) => vars[a ?? b] ?? "");
-    if (!image || image === "scratch" || seen.has(image)) continue;
-    seen.add(image);
-    const pinned = /@(sha256:[0-9a-f]{64})$/.exec(image)?.[1] ?? lock?.(image, platform);
-    upstream.push({ uri: `pkg:docker/${image.replace(/@sha256:[0-9a-f]{64}$/, "")}${platform ? `?platform=${encodeURIComponent(platform)}` : ""}`, name: `FROM ${image}`, ...(pinned ? { digest: { sha256: pinned.replace(/^sha256:/, "") } } : {}) });
+  const closure = info.closure(opts.target || undefined);
+  const found = upstreamImages(info, { dockerfile: opts.dockerfile, target: opts.target || undefined, args: opts.args, platforms: opts.platforms, trusted: opts.runtime ? ["BASE_IMAGE"] : [] });
+  const qualifier = opts.platforms.length === 1 ? `?platform=${encodeURIComponent(opts.platforms[0])}` : "";
+  const upstream: Dependency[] = found.images.map((image) => {
+    const lock = opts.locked?.find((l) => l.ref === image.ref);
+    const digest = (opts.platforms.length === 1 ? lock?.platformDigests?.[opts.platforms[0]] : undefined) ?? lock?.digest;
+    return { uri: `pkg:docker/${image.ref}${qualifier}`, name: `FROM ${image.ref}`, ...(digest ? { digest: { sha256: digest.replace(/^sha256:/, "") } } : {}) };
+  });
+  for (const ref of found.pinned) {
+    const at = ref.lastIndexOf("@");
+    upstream.push({ uri: `pkg:docker/${ref.slice(0, at)}${qualifier}`, name: `FROM ${ref}`, digest: { sha256: ref.slice(at + 1).replace(/^sha256:/, "") } });
   }
   return { text: { globals: globals.join("\n"), stages: closure.map((s) => ({ index: s.index, ...(s.name ? { name: s.name } : {}), text: s.text })) }, upstream };
 }
 
-function buildFacts(plan: BuildPlan, entry: { kind: "base"; plan: BasePlan } | { kind: "runtime"; plan: RuntimePlan; base: NonNullable<BuildFacts["base"]> }, platform: string | undefined, lock?: UpstreamLock): BuildFacts {
+function buildFacts(plan: BuildPlan, entry: { kind: "base"; plan: BasePlan } | { kind: "runtime"; plan: RuntimePlan; base: NonNullable<BuildFacts["base"]> }, platform: string | undefined): BuildFacts {
   const p = entry.plan;
   const file = join(plan.dir, p.dockerfile);
   const args = entry.kind === "runtime" ? { ...p.args, BASE_IMAGE: entry.base.ref } : { ...p.args };
@@ -306,7 +303,7 @@ function buildFacts(plan: BuildPlan, entry: { kind: "base"; plan: BasePlan } | {
   } catch (err) {
     throw new InputError(`${relative(process.cwd(), file) || file}: cannot read the Dockerfile of ${entry.kind} ${p.name} (${(err as Error).message})`);
   }
-  const df = dockerfileFacts(content, p.target, args, platform, lock);
+  const df = dockerfileFacts(content, { dockerfile: relative(process.cwd(), file) || file, target: p.target, args, platforms: platform ? [platform] : p.platforms, locked: p.upstream, runtime: entry.kind === "runtime" });
   return {
     kind: entry.kind,
     name: p.name,
@@ -372,7 +369,6 @@ interface Context {
   clients: Map<string, RegistryClient>;
   layerCache: Map<string, LayerChanges>;
   created: Date;
-  lock?: UpstreamLock;
 }
 
 function client(ctx: Context, host: string): RegistryClient {
@@ -444,7 +440,7 @@ async function attestTarget(ctx: Context, t: Target): Promise<Pushed[]> {
     const config = await readConfig(c, t.repo, p.manifest, where);
     const platform = p.platform ?? platformOf(config);
     const entry = matrixEntry(ctx, t, config.config?.Labels ?? {}, where);
-    const facts = buildFacts(ctx.plan, entry.kind === "base" ? entry : { ...entry, base: await runtimeBase(ctx, t, entry.plan, p.manifest, platform, where) }, platform, ctx.lock);
+    const facts = buildFacts(ctx.plan, entry.kind === "base" ? entry : { ...entry, base: await runtimeBase(ctx, t, entry.plan, p.manifest, platform, where) }, platform);
     indexFacts ??= facts;
     const subject: Subject = { name, digest: p.descriptor.digest, mediaType: p.descriptor.mediaType, size: p.descriptor.size, ...(platform ? { platform } : {}) };
     const { files, notes } = await imageFiles(c, t.repo, p.manifest, where, ctx.layerCache);
@@ -476,7 +472,7 @@ function readJson(file: string, what: string): unknown {
 }
 
 /** `strata attest`. */
-export async function attestCommand(args: string[], lock?: UpstreamLock): Promise<number> {
+export async function attestCommand(args: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -522,7 +518,7 @@ export async function attestCommand(args: string[], lock?: UpstreamLock): Promis
     const plan = loadMatrix(v.matrix ?? (config["strata:matrix"] as string | undefined) ?? "strata.yaml");
     const epoch = process.env.SOURCE_DATE_EPOCH;
     const created = epoch && /^\d{1,12}$/.test(epoch) ? new Date(Number(epoch) * 1000) : new Date();
-    const ctx: Context = { plan, baseRefs, clients: new Map(), layerCache: new Map(), created, lock };
+    const ctx: Context = { plan, baseRefs, clients: new Map(), layerCache: new Map(), created };
     const unique = [...new Map(targets.map((t) => [`${t.host}/${t.repo}@${t.digest}`, t])).values()];
     for (const t of unique) {
       const pushed = await attestTarget(ctx, t);

@@ -134,14 +134,16 @@ export interface UpstreamOptions {
 
 /**
  * Every upstream image a build of `target` starts FROM or copies from, after substitution, with the platforms it
- * is needed for; stage names, `scratch`, references already pinned by digest and FROMs of a trusted build arg are
- * left out. A FROM that does not give an image reference is a problem at its Dockerfile line.
+ * is needed for; stage names, `scratch` and FROMs of a trusted build arg are left out. References the Dockerfile
+ * already pins by digest need no lock: they come apart, in `pinned` (`familiar@sha256:…`). A FROM that does not give
+ * an image reference is a problem at its Dockerfile line.
  */
-export function upstreamImages(info: DockerfileInfo, opts: UpstreamOptions): { images: UpstreamImage[]; problems: Problem[] } {
+export function upstreamImages(info: DockerfileInfo, opts: UpstreamOptions): { images: UpstreamImage[]; pinned: string[]; problems: Problem[] } {
   const stages = info.closure(opts.target);
   const stageNames = new Set(info.stageNames());
   const trusted = (opts.trusted ?? []).map((a) => new RegExp(`\\$\\{?${a}(\\}|\\b|:)`));
   const found = new Map<string, UpstreamImage>();
+  const pinned = new Set<string>();
   const problems: Problem[] = [];
   const add = (word: string, line: number, platform: string, scope: Map<string, string>) => {
     if (trusted.some((re) => re.test(word))) return;
@@ -155,7 +157,10 @@ export function upstreamImages(info: DockerfileInfo, opts: UpstreamOptions): { i
       }
       return;
     }
-    if (ref.digest) return;
+    if (ref.digest) {
+      pinned.add(`${ref.tag ? ref.familiar : contextKey(ref.familiar)}@${ref.digest}`);
+      return;
+    }
     const entry = found.get(ref.familiar) ?? { ref: ref.familiar, platforms: [], at };
     if (!entry.platforms.includes(platform)) entry.platforms.push(platform);
     found.set(ref.familiar, entry);
@@ -173,7 +178,7 @@ export function upstreamImages(info: DockerfileInfo, opts: UpstreamOptions): { i
     }
   }
   const images = [...found.values()].map((i) => ({ ...i, platforms: i.platforms.sort() }));
-  return { images: images.sort((a, b) => cmp(a.ref, b.ref)), problems };
+  return { images: images.sort((a, b) => cmp(a.ref, b.ref)), pinned: [...pinned].sort(cmp), problems };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

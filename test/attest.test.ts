@@ -266,17 +266,24 @@ describe("documents", () => {
     assert.equal(buildRunFromEnv({}, new Date(0)).builderId, "urn:strata:local");
   });
 
-  test("Dockerfile facts: the stages the target runs, FROM images with build args substituted, digests from a lock", () => {
+  test("Dockerfile facts: the stages the target runs, FROM images with build args substituted, digests from the lock", () => {
     const df = "ARG CUDA=12.6.3\nARG OS\nFROM nvidia/cuda:${CUDA}-devel AS builder\nRUN make\nFROM nvidia/cuda:${CUDA}-runtime AS base\nCOPY --from=builder /o /o\nFROM alpine@sha256:" + "c".repeat(64) + " AS unused\n";
     const locked = `sha256:${"d".repeat(64)}`;
-    const f = dockerfileFacts(df, "base", { CUDA: "12.8.0" }, "linux/amd64", (image) => (image === "nvidia/cuda:12.8.0-runtime" ? locked : undefined));
+    const at = { file: "Dockerfile", line: 5, col: 1 };
+    const lock = [{ ref: "nvidia/cuda:12.8.0-runtime", platforms: ["linux/amd64"], at, digest: `sha256:${"e".repeat(64)}`, platformDigests: { "linux/amd64": locked } }];
+    const f = dockerfileFacts(df, { dockerfile: "Dockerfile", target: "base", args: { CUDA: "12.8.0" }, platforms: ["linux/amd64"], locked: lock });
     assert.equal(f.text.globals, "ARG CUDA=12.6.3\nARG OS");
     assert.deepEqual(f.text.stages.map((s) => s.name), ["builder", "base"]);
     assert.deepEqual(f.upstream, [
       { uri: "pkg:docker/nvidia/cuda:12.8.0-devel?platform=linux%2Famd64", name: "FROM nvidia/cuda:12.8.0-devel" },
       { uri: "pkg:docker/nvidia/cuda:12.8.0-runtime?platform=linux%2Famd64", name: "FROM nvidia/cuda:12.8.0-runtime", digest: { sha256: "d".repeat(64) } },
     ]);
-    assert.deepEqual(dockerfileFacts(df, "unused", {}, undefined).upstream, [{ uri: "pkg:docker/alpine", name: `FROM alpine@sha256:${"c".repeat(64)}`, digest: { sha256: "c".repeat(64) } }]);
+    // An index's provenance (every platform) takes the digest the tag resolved to.
+    const all = dockerfileFacts(df, { dockerfile: "Dockerfile", target: "base", args: { CUDA: "12.8.0" }, platforms: ["linux/amd64", "linux/arm64"], locked: lock });
+    assert.deepEqual(all.upstream[1], { uri: "pkg:docker/nvidia/cuda:12.8.0-runtime", name: "FROM nvidia/cuda:12.8.0-runtime", digest: { sha256: "e".repeat(64) } });
+    assert.deepEqual(dockerfileFacts(df, { dockerfile: "Dockerfile", target: "unused", args: {}, platforms: ["linux/amd64"] }).upstream, [
+      { uri: "pkg:docker/alpine?platform=linux%2Famd64", name: `FROM alpine@sha256:${"c".repeat(64)}`, digest: { sha256: "c".repeat(64) } },
+    ]);
   });
 });
 
