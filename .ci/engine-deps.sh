@@ -3,7 +3,7 @@
 #
 #  * bookworm packages, installed normally with apt-get:
 #      docker-registry (distribution v2 registry binary), busybox-static (tiny OS image),
-#      runc, iptables, pigz, ca-certificates
+#      runc, iptables, pigz, ca-certificates, python3-distro, python3-blinker
 #  * trixie packages docker.io (dockerd 26), docker-cli, containerd (1.7), docker-buildx (0.13),
 #    cosign (2.5, for the signing tests, test/signing.test.ts), oras (1.2, an independent reader of OCI referrers
 #    for test/engine-attest.test.ts):
@@ -22,7 +22,8 @@ CACHE="${STRATA_ENGINE_CACHE:-$REPO_ROOT/.cache/engine}"
 ROOTFS="$CACHE/root"
 TRIXIE_PKGS=(docker.io docker-cli containerd docker-buildx cosign oras)
 # runc comes from bookworm: trixie's runc needs glibc 2.38 (bookworm has 2.36).
-BOOKWORM_PKGS=(docker-registry busybox-static runc iptables pigz ca-certificates)
+# python3-distro and python3-blinker: real Python packages the attestation test's image carries (test/engine-attest.test.ts).
+BOOKWORM_PKGS=(docker-registry busybox-static runc iptables pigz ca-certificates python3-distro python3-blinker)
 # Files that must exist after unpacking; also used to decide whether work is needed.
 REQUIRED_BINS=(usr/sbin/dockerd usr/bin/docker usr/bin/containerd usr/bin/containerd-shim-runc-v2
                usr/libexec/docker/cli-plugins/docker-buildx usr/bin/cosign usr/bin/oras)

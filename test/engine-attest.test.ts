@@ -5,14 +5,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { lifecycleRules } from "../components/registry.ts";
 import type { BakeFile } from "../cli/bake.ts";
 import { loadMatrix } from "../matrix/load.ts";
-import { buildPythonImage, ENGINE_CACHE, engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
+import { buildPythonImage, ENGINE_CACHE, engineFor, REPO_ROOT, run, type Engine } from "./engine/harness.ts";
 import { expiredImages, type StoredImage } from "./support/ecr-lifecycle.ts";
 
 const FIXTURE = join(REPO_ROOT, "test/fixtures/attest");
@@ -116,18 +115,12 @@ function distVersion(name: string): string {
   return /-([^-]+)\.dist-info$/.exec(dir)![1];
 }
 
-const avail = engineAvailable();
 const hostReady = ["distro", "blinker"].every((p) => existsSync(join(DIST, p)));
 
 test("strata attest: SBOM and provenance of a pushed base and runtime read back from the registry, and no lifecycle rule expires them", { timeout: 300_000 }, async (t) => {
-  if (!avail.ok || !hostReady) {
-    t.skip(!avail.ok ? avail.why : `this machine lacks Debian's python3-distro and python3-blinker in ${DIST} (apt-get install python3-distro python3-blinker)`);
-    return;
-  }
-  const engine = await startEngine();
-  t.after(() => engine.stop());
-  const work = await mkdtemp(join(tmpdir(), "strata-attest-test-"));
-  t.after(() => rm(work, { recursive: true, force: true }));
+  const started = await engineFor(t, "strata-attest-test-", hostReady ? undefined : `this machine lacks Debian's python3-distro and python3-blinker in ${DIST} (apt-get install python3-distro python3-blinker)`);
+  if (!started) return;
+  const { engine, work } = started;
   const reg = engine.registry;
 
   // The OS image: busybox + this machine's python3, a dpkg database of the Debian packages whose files it holds,

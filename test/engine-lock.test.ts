@@ -4,12 +4,11 @@
 // re-publish as the base's reason to rebuild. Also: which named-context key BuildKit matches for a FROM.
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { BakeFile } from "../cli/bake.ts";
-import { engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
+import { engineFor, REPO_ROOT, run } from "./engine/harness.ts";
 
 const CLI = join(REPO_ROOT, "bin/strata.mjs");
 const MANIFEST_ACCEPT = [
@@ -41,18 +40,11 @@ async function amd64Layers(registry: string, repo: string, ref: string): Promise
   return { manifestDigest: child.digest, layers: (m.manifest.layers ?? []).map((l) => l.digest) };
 }
 
-const avail = engineAvailable();
 
 test("upstream lock on a real engine: lock, build by the locked digest, re-publish, keep the old digest, re-lock, impact names it", { timeout: 300_000 }, async (t) => {
-  if (!avail.ok) {
-    // Only where no engine can start (the engine packages are not installed): CI runs .ci/engine-deps.sh first.
-    t.skip(avail.why);
-    return;
-  }
-  const engine: Engine = await startEngine();
-  t.after(() => engine.stop());
-  const work = await mkdtemp(join(tmpdir(), "strata-engine-lock-"));
-  t.after(() => rm(work, { recursive: true, force: true }));
+  const started = await engineFor(t, "strata-engine-lock-");
+  if (!started) return;
+  const { engine, work } = started;
   const reg = engine.registry;
   const upstream = `${reg}/upstream/cuda`;
 

@@ -9,14 +9,13 @@
 // its RUN before the COPY. docker/Dockerfile.runtime (COPY . /app, then RUN pip install) has that pattern.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
 import { parseDocument } from "yaml";
 import type { BakeFile } from "../cli/bake.ts";
-import { buildPythonImage, engineAvailable, REPO_ROOT, run, startEngine, type Engine } from "./engine/harness.ts";
+import { buildPythonImage, engineFor, REPO_ROOT, run } from "./engine/harness.ts";
 
 const FIXTURE = join(REPO_ROOT, "test/fixtures/engine");
 const MATRIX = join(FIXTURE, "strata.yaml");
@@ -186,18 +185,11 @@ function tarNames(layer: Buffer): string[] {
 
 // ------------------------------------------------------------------------------------------
 
-const avail = engineAvailable();
 
 test("strata bases and runtimes on a real Docker engine: push, pin by digest, registry cache, reproducible digests", { timeout: 300_000 }, async (t) => {
-  if (!avail.ok) {
-    // Only where no engine can start (e.g. the engine packages are not installed): CI runs .ci/engine-deps.sh first.
-    t.skip(avail.why);
-    return;
-  }
-  const engine: Engine = await startEngine();
-  t.after(() => engine.stop());
-  const work = await mkdtemp(join(tmpdir(), "strata-engine-test-"));
-  t.after(() => (process.env.STRATA_ENGINE_KEEP === "1" ? t.diagnostic(`kept ${work}`) : rm(work, { recursive: true, force: true })));
+  const started = await engineFor(t, "strata-engine-test-");
+  if (!started) return;
+  const { engine, work } = started;
   const reg = engine.registry;
   t.diagnostic(`engine up in ${engine.startMs} ms: ${JSON.stringify(engine.versions)}; registry ${reg}`);
 
@@ -403,15 +395,9 @@ async function blobsOf(registry: string, repo: string, tag: string): Promise<Map
 }
 
 test("forecast from real build records, the GPU gate's CPU side, and base GC on the loopback registry", { timeout: 600_000 }, async (t) => {
-  if (!avail.ok) {
-    // As above: only where no engine can start; CI installs it.
-    t.skip(avail.why);
-    return;
-  }
-  const engine: Engine = await startEngine();
-  t.after(() => engine.stop());
-  const work = await mkdtemp(join(tmpdir(), "strata-engine-ops-"));
-  t.after(() => (process.env.STRATA_ENGINE_KEEP === "1" ? t.diagnostic(`kept ${work}`) : rm(work, { recursive: true, force: true })));
+  const started = await engineFor(t, "strata-engine-ops-");
+  if (!started) return;
+  const { engine, work } = started;
   const reg = engine.registry;
 
   // A git repository holding the fixture project; each release edits its matrix.

@@ -10,6 +10,7 @@ import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -345,6 +346,24 @@ export async function startRegistry(): Promise<LoopbackRegistry> {
 }
 
 /** Starts containerd + dockerd + registry in a fresh temp dir and loads the tiny OS image. */
+/**
+ * An engine for test `t`, stopped after it, and a work directory (removed after it unless STRATA_ENGINE_KEEP=1);
+ * undefined, with `t` skipped saying why, only where no engine can start (CI runs .ci/engine-deps.sh first) or
+ * `missing` names something else the test needs.
+ */
+export async function engineFor(t: TestContext, workPrefix: string, missing?: string): Promise<{ engine: Engine; work: string } | undefined> {
+  const avail = engineAvailable();
+  if (!avail.ok || missing) {
+    t.skip(!avail.ok ? avail.why : missing);
+    return undefined;
+  }
+  const engine = await startEngine();
+  t.after(() => engine.stop());
+  const work = await mkdtemp(join(tmpdir(), workPrefix));
+  t.after(() => (process.env.STRATA_ENGINE_KEEP === "1" ? t.diagnostic(`kept ${work}`) : rm(work, { recursive: true, force: true })));
+  return { engine, work };
+}
+
 export async function startEngine(): Promise<Engine> {
   const avail = engineAvailable();
   if (!avail.ok) throw new Error(`cannot start Docker engine: ${avail.why}`);
