@@ -284,7 +284,8 @@ export function dockerfileFacts(
   const upstream: Dependency[] = found.images.map((image) => {
     const lock = opts.locked?.find((l) => l.ref === image.ref);
     const digest = (opts.platforms.length === 1 ? lock?.platformDigests?.[opts.platforms[0]] : undefined) ?? lock?.digest;
-    return { uri: `pkg:docker/${image.ref}${qualifier}`, name: `FROM ${image.ref}`, ...(digest ? { digest: { sha256: digest.replace(/^sha256:/, "") } } : {}) };
+    const name = image.frontend ? `# syntax=${image.ref}` : `FROM ${image.ref}`;
+    return { uri: `pkg:docker/${image.ref}${qualifier}`, name, ...(digest ? { digest: { sha256: digest.replace(/^sha256:/, "") } } : {}) };
   });
   for (const ref of found.pinned) {
     const at = ref.lastIndexOf("@");

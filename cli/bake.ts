@@ -1,5 +1,5 @@
 import { join, relative } from "node:path";
-import { namedContexts } from "../matrix/lock.ts";
+import { frontendBuildArgs, namedContexts } from "../matrix/lock.ts";
 import { cacheTag, runtimeTags, type BuildPlan, type TagVars } from "../matrix/plan.ts";
 
 /** A `docker buildx bake` file in its JSON form. */
@@ -64,7 +64,7 @@ export function bakeFile(plan: BuildPlan, opts: BakeOptions): BakeFile {
       ...paths(b.context, b.dockerfile),
       ...(b.target ? { target: b.target } : {}),
       ...contexts(b.upstream),
-      args: b.args,
+      args: { ...b.args, ...frontendBuildArgs(b.upstream) },
       platforms: b.platforms,
       tags: [`${opts.basesRepository}:${b.tag}`],
       labels: { "dev.strata.base": b.name, "dev.strata.identity": b.hash },
@@ -79,7 +79,7 @@ export function bakeFile(plan: BuildPlan, opts: BakeOptions): BakeFile {
       ...paths(r.context, r.dockerfile),
       ...(r.target ? { target: r.target } : {}),
       ...contexts(r.upstream),
-      args: { ...r.args, BASE_IMAGE: `${opts.basesRepository}:${base.tag}${pin ? `@${pin}` : ""}` },
+      args: { ...r.args, ...frontendBuildArgs(r.upstream), BASE_IMAGE: `${opts.basesRepository}:${base.tag}${pin ? `@${pin}` : ""}` },
       platforms: r.platforms,
       tags: runtimeTags(r, opts.release).map((t) => `${opts.runtimesRepository}:${t}`),
       labels: { "dev.strata.runtime": r.name, "dev.strata.base": r.base },

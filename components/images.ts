@@ -2,7 +2,7 @@ import { join, relative } from "node:path";
 import * as dockerbuild from "@pulumi/docker-build";
 import * as pulumi from "@pulumi/pulumi";
 import { MatrixError, type Location } from "../matrix/errors.ts";
-import { namedContexts } from "../matrix/lock.ts";
+import { frontendBuildArgs, namedContexts } from "../matrix/lock.ts";
 import { cacheTag, type BasePlan, type RuntimePlan, type UpstreamImage } from "../matrix/plan.ts";
 import type { RegistryAuth } from "./registry.ts";
 
@@ -101,7 +101,8 @@ function buildImage(parent: pulumi.Resource, name: string, spec: BuildSpec): pul
   }
   const tagRef = (tag: string) => pulumi.interpolate`${spec.repository}:${tag}`;
   const registries = spec.auth ? [{ address: spec.auth.address, username: spec.auth.username, password: spec.auth.password }] : undefined;
-  // Locked upstream images: each FROM resolves to its locked digest through a named context, not to its tag.
+  // Locked upstream images: each FROM resolves to its locked digest through a named context, not to its tag, and
+  // the `# syntax=` frontend through BUILDKIT_SYNTAX.
   const named = Object.entries(namedContexts(build.upstream));
   const common = {
     push: true,
@@ -109,7 +110,7 @@ function buildImage(parent: pulumi.Resource, name: string, spec: BuildSpec): pul
     context: { location: projectPath(spec.dir, build.context), ...(named.length > 0 ? { named: Object.fromEntries(named.map(([k, location]) => [k, { location }])) } : {}) },
     dockerfile: { location: projectPath(spec.dir, build.dockerfile) },
     target: build.target || undefined,
-    buildArgs: build.args,
+    buildArgs: { ...build.args, ...frontendBuildArgs(build.upstream) },
     labels: spec.labels,
     registries,
   };

@@ -27,10 +27,14 @@ export class DockerfileInfo {
   readonly globalArgs: string[] = [];
   /** Global ARGs with their defaults as written (undefined: no default), in order. */
   readonly globalArgDefaults: { name: string; value?: string }[] = [];
+  /** The frontend image the `# syntax=` parser directive names, if any (BuildKit pulls and runs it). */
+  readonly syntax?: { image: string; line: number };
   private readonly globalText: string;
 
   constructor(content: string) {
     const parsed = DockerfileParser.parse(content);
+    const directive = parsed.getDirectives().find((d) => d.getName()?.toLowerCase() === "syntax" && d.getValue());
+    if (directive) this.syntax = { image: directive.getValue()!, line: directive.getRange().start.line + 1 };
     const globals: string[] = [];
     let current: { stage: Stage; lines: string[] } | undefined;
     const finish = () => {

@@ -161,10 +161,18 @@ export function upstreamImages(info: DockerfileInfo, opts: UpstreamOptions): { i
       pinned.add(`${ref.tag ? ref.familiar : contextKey(ref.familiar)}@${ref.digest}`);
       return;
     }
-    const entry = found.get(ref.familiar) ?? { ref: ref.familiar, platforms: [], at };
+    const known = found.get(ref.familiar);
+    const entry: UpstreamImage = known ? { ref: known.ref, platforms: known.platforms, at: known.at } : { ref: ref.familiar, platforms: [], at };
     if (!entry.platforms.includes(platform)) entry.platforms.push(platform);
     found.set(ref.familiar, entry);
   };
+  if (info.syntax) {
+    const ref = parseImageRef(info.syntax.image);
+    const at: Location = { file: opts.dockerfile, line: info.syntax.line, col: 1 };
+    if (!ref) problems.push({ ...at, message: `'# syntax=${clip(info.syntax.image)}' does not name an image`, fix: "name the frontend image, e.g. # syntax=docker/dockerfile:1, or remove the line" });
+    else if (ref.digest) pinned.add(`${ref.tag ? ref.familiar : contextKey(ref.familiar)}@${ref.digest}`);
+    else found.set(ref.familiar, { ref: ref.familiar, platforms: [BUILD_PLATFORM], at, frontend: true });
+  }
   for (const target of opts.platforms) {
     const scope = new Map(platformArgs(target));
     for (const { name, value } of info.globalArgDefaults) {
@@ -299,12 +307,25 @@ export function pin(image: UpstreamImage, lock: LockFile | undefined): UpstreamI
 export function namedContexts(images: readonly UpstreamImage[] | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const i of images ?? []) {
-    if (!i.digest) continue;
-    const ref = parseImageRef(i.ref)!;
-    const name = ref.domain === "docker.io" ? `docker.io/${ref.repository}` : `${ref.domain}/${ref.repository}`;
-    out[contextKey(i.ref)] = `docker-image://${name}:${ref.tag ?? "latest"}@${i.digest}`;
+    if (i.digest && !i.frontend) out[contextKey(i.ref)] = `docker-image://${pinnedRef(i.ref, i.digest)}`;
   }
   return out;
+}
+
+/**
+ * The build args that make a build use the locked Dockerfile frontend: `BUILDKIT_SYNTAX=<ref>@<digest>`, which
+ * BuildKit takes over the `# syntax=` line (checked on the real engine); none when the frontend is not locked.
+ */
+export function frontendBuildArgs(images: readonly UpstreamImage[] | undefined): Record<string, string> {
+  const frontend = images?.find((i) => i.frontend && i.digest);
+  return frontend ? { BUILDKIT_SYNTAX: pinnedRef(frontend.ref, frontend.digest!) } : {};
+}
+
+/** `<registry>/<repository>:<tag>@<digest>`, Docker Hub spelt out. */
+function pinnedRef(familiar: string, digest: string): string {
+  const ref = parseImageRef(familiar)!;
+  const name = ref.domain === "docker.io" ? `docker.io/${ref.repository}` : `${ref.domain}/${ref.repository}`;
+  return `${name}:${ref.tag ?? "latest"}@${digest}`;
 }
 
 /** The upstream digests a base's identity covers: ref → platform → manifest digest (the content built). */

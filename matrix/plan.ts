@@ -13,6 +13,11 @@ export interface UpstreamImage {
   digest?: string;
   /** Platform → manifest digest from the lock, for `platforms`. */
   platformDigests?: Record<string, string>;
+  /**
+   * Only the Dockerfile frontend of its `# syntax=` line (run on the builder, so needed for linux/amd64): pinned
+   * through the BUILDKIT_SYNTAX build arg, not a named context.
+   */
+  frontend?: true;
 }
 
 /** The lock file beside the matrix, compared with the upstream images the plan needs. */

@@ -210,5 +210,58 @@ test("upstream lock on a real engine: lock, build by the locked digest, re-publi
     const other = await engine.docker(["buildx", "build", "--progress=plain", "--build-context", `strata-offline:2=docker-image://${upstream}:12@${tag1}`, "--output", "type=cacheonly", dir], { cwd: work, timeoutMs: 120_000 });
     assert.notEqual(other.code, 0, "a context for another tag does not replace the FROM (the build then needs Docker Hub, which is unreachable)");
   });
+  await t.test("the # syntax= frontend is locked too: builds take it by the locked digest through BUILDKIT_SYNTAX, a re-publish changes nothing until re-lock", async () => {
+    const frontend = `${reg}/upstream/frontend`;
+    const publishFrontend = async (release: string) => {
+      const dir = join(work, `frontend-${release}`);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "release"), `${release}\n`);
+      await writeFile(join(dir, "Dockerfile"), `FROM ${engine.tinyImage}\nCOPY release /etc/frontend-release\n`);
+      await docker(["buildx", "build", "--progress=plain", "--provenance=false", "--output", `type=image,name=${frontend}:1,push=true`, dir]);
+      return (await manifest(reg, "upstream/frontend", "1")).digest;
+    };
+    const f1 = await publishFrontend("v1");
+    const proj = join(work, "frontend-project");
+    await mkdir(join(proj, "base"), { recursive: true });
+    await writeFile(join(proj, "strata.yaml"), ["version: 1", "bases:", "  - name: fe", "    context: base", "    dockerfile: base/Dockerfile", "    platforms: [linux/amd64]", ""].join("\n"));
+    await writeFile(join(proj, "base/Dockerfile"), `# syntax=${frontend}:1\nFROM scratch\nCOPY Dockerfile /Dockerfile\n`);
+    const inProj = (args: string[]) => run(process.execPath, [CLI, ...args], { cwd: proj, env: { ...process.env, STRATA_DEBUG: "" }, timeoutMs: 120_000 });
+    const lockIn = async () => {
+      const r = await inProj(["lock"]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(readFileSync(join(proj, "strata.lock.json"), "utf8")) as { images: Record<string, { digest: string; platforms: Record<string, string> }> };
+    };
+    const lock1 = await lockIn();
+    assert.deepEqual(Object.keys(lock1.images), [`${frontend}:1`]);
+    assert.equal(lock1.images[`${frontend}:1`].digest, f1);
+    assert.deepEqual(Object.keys(lock1.images[`${frontend}:1`].platforms), ["linux/amd64"], "the frontend runs on the builder: linux/amd64");
+    const bakeIn = async (name: string) => {
+      const file = join(work, `${name}.json`);
+      const r = await inProj(["bake", "--registry", reg, "--out", file]);
+      assert.equal(r.code, 0, r.stderr);
+      return { file, bake: JSON.parse(await readFile(file, "utf8")) as BakeFile };
+    };
+    /** Builds the base; the stand-in frontend is no Dockerfile frontend, so the build fails once BuildKit has resolved and run it. */
+    const buildLog = async (file: string) => {
+      const r = await engine.docker(["buildx", "bake", "-f", file, "bases", "--progress=plain"], { cwd: proj, timeoutMs: 120_000 });
+      assert.notEqual(r.code, 0, "the stand-in frontend cannot build anything");
+      return r.stderr + r.stdout;
+    };
+    const b1 = await bakeIn("fe-bake-1");
+    assert.equal(b1.bake.target["base-fe"].args.BUILDKIT_SYNTAX, `${frontend}:1@${f1}`);
+    assert.equal(b1.bake.target["base-fe"].contexts, undefined, "the frontend is no named context");
+    assert.ok((await buildLog(b1.file)).includes(`docker-image://${frontend}:1@${f1}`), "BuildKit ran the frontend at the locked digest");
+
+    const f2 = await publishFrontend("v2");
+    assert.notEqual(f2, f1);
+    const again = await buildLog(b1.file);
+    assert.ok(again.includes(`docker-image://${frontend}:1@${f1}`) && !again.includes(f2), "after a re-publish the old lock still runs the old frontend");
+
+    const lock2 = await lockIn();
+    assert.equal(lock2.images[`${frontend}:1`].digest, f2);
+    const b2 = await bakeIn("fe-bake-2");
+    assert.equal(b2.bake.target["base-fe"].args.BUILDKIT_SYNTAX, `${frontend}:1@${f2}`);
+    assert.notEqual(b2.bake.target["base-fe"].tags[0], b1.bake.target["base-fe"].tags[0], "the base's identity covers the locked frontend");
+  });
   assert.ok(existsSync(lockFile));
 });

@@ -12,7 +12,7 @@ import { bakeFile } from "../cli/bake.ts";
 import { RegistryClient, RegistryError, resolveTag } from "../cli/registry.ts";
 import { DockerfileInfo } from "../matrix/dockerfile.ts";
 import { loadMatrix } from "../matrix/load.ts";
-import { contextKey, expandArgs, formatLock, lockFileFor, lockStatus, namedContexts, parseImageRef, readLock, upstreamImages, type LockFile } from "../matrix/lock.ts";
+import { contextKey, expandArgs, formatLock, frontendBuildArgs, lockFileFor, lockStatus, namedContexts, parseImageRef, readLock, upstreamImages, type LockFile } from "../matrix/lock.ts";
 import { BASE_DOCKERFILE, cleanup, noStackTrace, problemsOf, SIMPLE_MATRIX, simpleProject, strata } from "./helpers.ts";
 
 const dirs: string[] = [];
@@ -118,6 +118,24 @@ describe("upstream images of a build", () => {
     assert.deepEqual(problems, []);
     assert.deepEqual(images.map((i) => i.ref), ["busybox:1.36", "ghcr.io/astral-sh/uv:0.5", "python:3.12"]);
     assert.deepEqual(images.find((i) => i.ref === "ghcr.io/astral-sh/uv:0.5")?.at.line, 8);
+  });
+
+  test("the # syntax= frontend is an upstream image of the builder's platform, pinned through BUILDKIT_SYNTAX, not a named context", () => {
+    const df = "# syntax=docker/dockerfile:1\nFROM python:3.12\n";
+    const { images, pinned, problems } = at(df, { platforms: ["linux/arm64"] });
+    assert.deepEqual(problems, []);
+    assert.deepEqual(pinned, []);
+    assert.deepEqual(images.map((i) => [i.ref, i.platforms, i.frontend ?? false, i.at.line]), [
+      ["docker/dockerfile:1", ["linux/amd64"], true, 1],
+      ["python:3.12", ["linux/arm64"], false, 2],
+    ]);
+    const locked = images.map((i) => ({ ...i, digest: D(i.frontend ? "f" : "b") }));
+    assert.deepEqual(frontendBuildArgs(locked), { BUILDKIT_SYNTAX: `docker.io/docker/dockerfile:1@${D("f")}` });
+    assert.deepEqual(Object.keys(namedContexts(locked)), ["python:3.12"]);
+    assert.deepEqual(frontendBuildArgs(images), {}, "an unlocked frontend stays as the Dockerfile names it");
+    // A frontend the Dockerfile pins itself needs no lock; a directive that names no image is a problem at line 1.
+    assert.deepEqual(at(`# syntax=docker/dockerfile:1@${D("c")}\nFROM scratch\n`).pinned, [`docker/dockerfile:1@${D("c")}`]);
+    assert.deepEqual(at("# syntax=Not An Image\nFROM scratch\n").problems.map((p) => p.line), [1]);
   });
 });
 
@@ -398,6 +416,26 @@ describe("the Pulumi program", () => {
         },
       });
       assert.deepEqual(image("runtime-app").context, { location: "app" });
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  test("a locked # syntax= frontend reaches the docker-build Image as BUILDKIT_SYNTAX=<ref>@<digest>", async () => {
+    const { runProgram } = await import("../cli/program.ts");
+    const FRONTEND = "docker/dockerfile:1";
+    const dir = projectWith({
+      "docker/Dockerfile.base": `# syntax=${FRONTEND}\n${BASE_DOCKERFILE}`,
+      "strata.lock.json": formatLock(lockOf({ [FRONTEND]: [D("5"), { "linux/amd64": D("6") }], [DEVEL]: [D("1"), { "linux/amd64": D("2") }], [RUNTIME]: [D("3"), { "linux/amd64": D("4") }] })),
+    });
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const run = await runProgram({ stack: "dev", config: { "strata:matrix": "strata.yaml", "strata:registry": { kind: "local", address: "localhost:5000" }, "strata:release": { version: "v1" } } });
+      const image = (name: string) => run.resources.find((r) => r.type === "docker-build:index:Image" && r.name === name)!.inputs as { buildArgs: Record<string, string>; context: { named?: Record<string, unknown> } };
+      assert.equal(image("base-ampere").buildArgs.BUILDKIT_SYNTAX, `docker.io/docker/dockerfile:1@${D("5")}`);
+      assert.deepEqual(Object.keys(image("base-ampere").context.named ?? {}).sort(), [DEVEL, RUNTIME]);
+      assert.equal(image("runtime-app").buildArgs.BUILDKIT_SYNTAX, undefined, "the runtime's Dockerfile has no # syntax= line");
     } finally {
       process.chdir(cwd);
     }
