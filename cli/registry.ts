@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -47,18 +48,49 @@ export interface Credentials {
   password: string;
 }
 
-/** Credentials for `host` from the environment (STRATA_REGISTRY_USERNAME/PASSWORD) or the docker config (`docker login`). */
+/**
+ * Credentials for `host` from the environment (STRATA_REGISTRY_USERNAME/PASSWORD) or the docker config (`docker
+ * login`): an `auths` entry, else the credential helper the config names for it (`credHelpers`, or `credsStore`
+ * for every registry, e.g. Docker Desktop's `desktop` or `osxkeychain`).
+ */
 export function credentialsFor(host: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
   if (env.STRATA_REGISTRY_USERNAME && env.STRATA_REGISTRY_PASSWORD) return { username: env.STRATA_REGISTRY_USERNAME, password: env.STRATA_REGISTRY_PASSWORD };
   const file = join(env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
   if (!existsSync(file)) return undefined;
+  let cfg: { auths?: Record<string, { auth?: string }>; credHelpers?: Record<string, string>; credsStore?: string };
   try {
-    const cfg = JSON.parse(readFileSync(file, "utf8")) as { auths?: Record<string, { auth?: string }> };
-    const entry = cfg.auths?.[host] ?? cfg.auths?.[`https://${host}`];
-    if (!entry?.auth) return undefined;
+    cfg = JSON.parse(readFileSync(file, "utf8")) as typeof cfg;
+  } catch {
+    return undefined;
+  }
+  const keys = [host, `https://${host}`];
+  const entry = keys.map((k) => cfg.auths?.[k]).find((e) => e?.auth);
+  if (entry?.auth) {
     const text = Buffer.from(entry.auth, "base64").toString("utf8");
     const colon = text.indexOf(":");
     return colon > 0 ? { username: text.slice(0, colon), password: text.slice(colon + 1) } : undefined;
+  }
+  const helper = keys.map((k) => cfg.credHelpers?.[k]).find(Boolean) ?? cfg.credsStore;
+  if (!helper || !/^[A-Za-z0-9._-]{1,64}$/.test(helper)) return undefined;
+  for (const key of keys) {
+    const found = fromCredentialHelper(helper, key, env);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * One `docker-credential-<helper> get` (the docker credential-helper protocol: the server URL on stdin, JSON
+ * `{Username, Secret}` on stdout), bounded in time and output. A helper that is missing, fails or knows no such
+ * server gives undefined, as does an identity token (`<token>`), which the distribution API cannot take as Basic.
+ */
+function fromCredentialHelper(helper: string, serverUrl: string, env: NodeJS.ProcessEnv): Credentials | undefined {
+  const r = spawnSync(`docker-credential-${helper}`, ["get"], { input: serverUrl, env, encoding: "utf8", timeout: 10_000, maxBuffer: 64 << 10 });
+  if (r.error || r.status !== 0) return undefined;
+  try {
+    const out = JSON.parse(r.stdout) as { Username?: unknown; Secret?: unknown };
+    if (typeof out.Username !== "string" || typeof out.Secret !== "string" || out.Username === "<token>" || !out.Secret) return undefined;
+    return { username: out.Username, password: out.Secret };
   } catch {
     return undefined;
   }

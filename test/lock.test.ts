@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { computeImpact } from "../cli/impact.ts";
 import { bakeFile } from "../cli/bake.ts";
-import { RegistryClient, RegistryError, resolveTag } from "../cli/registry.ts";
+import { credentialsFor, RegistryClient, RegistryError, resolveTag } from "../cli/registry.ts";
 import { DockerfileInfo } from "../matrix/dockerfile.ts";
 import { loadMatrix } from "../matrix/load.ts";
 import { contextKey, expandArgs, formatLock, frontendBuildArgs, lockFileFor, lockStatus, namedContexts, parseImageRef, readLock, upstreamImages, type LockFile } from "../matrix/lock.ts";
@@ -321,6 +321,34 @@ async function tokenRegistry(): Promise<{ host: string; requests: string[]; inde
   return { host: `127.0.0.1:${(server.address() as AddressInfo).port}`, requests, index, close: () => new Promise((r) => server.close(() => r())) };
 }
 
+
+describe("registry credentials from the docker config", () => {
+  test("an auths entry, else the credential helper it names (credHelpers, then credsStore); a failing helper or an identity token gives none", () => {
+    const dir = mkdtempSync(join(tmpdir(), "strata-creds-"));
+    dirs.push(dir);
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    // A stand-in for a real store (osxkeychain, desktop, ecr-login): the docker credential-helper protocol.
+    writeFileSync(
+      join(bin, "docker-credential-fake"),
+      '#!/bin/sh\n[ "$1" = get ] || exit 2\nread -r url\necho "$url" >> "$HELPER_LOG"\ncase "$url" in\n  ghcr.io) echo \'{"ServerURL":"ghcr.io","Username":"octo","Secret":"s3cret"}\' ;;\n  token.example) echo \'{"Username":"<token>","Secret":"refresh"}\' ;;\n  *) echo "credentials not found in native keychain"; exit 1 ;;\nesac\n',
+      { mode: 0o755 },
+    );
+    const config = (c: object) => writeFileSync(join(dir, "config.json"), JSON.stringify(c));
+    const env = { PATH: `${bin}:/usr/bin:/bin`, DOCKER_CONFIG: dir, HELPER_LOG: join(dir, "helper.log") };
+    config({ auths: { "ghcr.io": {}, "quay.io": { auth: Buffer.from("q:pw").toString("base64") } }, credsStore: "fake" });
+    assert.deepEqual(credentialsFor("quay.io", env), { username: "q", password: "pw" });
+    assert.deepEqual(credentialsFor("ghcr.io", env), { username: "octo", password: "s3cret" });
+    assert.equal(credentialsFor("nvcr.io", env), undefined, "the helper knows no such server");
+    assert.equal(credentialsFor("token.example", env), undefined, "an identity token is no Basic credential");
+    assert.match(readFileSync(env.HELPER_LOG, "utf8"), /^ghcr\.io$/m);
+    config({ credHelpers: { "ghcr.io": "fake" }, credsStore: "missing-helper" });
+    assert.deepEqual(credentialsFor("ghcr.io", env), { username: "octo", password: "s3cret" });
+    assert.equal(credentialsFor("quay.io", env), undefined, "a helper that is not installed gives none, not an error");
+    config({ credsStore: "../../bin/sh" });
+    assert.equal(credentialsFor("ghcr.io", env), undefined, "a helper name that is not a plain name is never run");
+  });
+});
 
 describe("resolving a tag through the distribution API", () => {
   test("anonymous Bearer token from the challenge; the index digest and each platform's; HEAD only when unchanged; bounded reads", async () => {
