@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { DockerfileParser } from "dockerfile-ast";
 import { Parser, type ReadEntry } from "tar";
 import { DockerfileInfo } from "../matrix/dockerfile.ts";
-import { upstreamImages } from "../matrix/lock.ts";
+import { parseImageRef, upstreamImages } from "../matrix/lock.ts";
 import { MatrixError } from "../matrix/errors.ts";
 import { LIMITS, readRegularFile } from "../matrix/files.ts";
 import { loadMatrix } from "../matrix/load.ts";
@@ -97,9 +97,11 @@ class InputError extends Error {}
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 /** `host/repo[:tag]@sha256:<hex>` → its parts; null when not digest-pinned or without a registry host. */
-export function parseImageRef(ref: string): { host: string; repo: string; digest: string } | null {
-  const m = /^([A-Za-z0-9.-]+(?::\d+)?|\[::1\](?::\d+)?)\/([a-z0-9]+(?:[._/-][a-z0-9]+)*)(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?@(sha256:[0-9a-f]{64})$/.exec(ref);
-  return m ? { host: m[1], repo: m[2], digest: m[3] } : null;
+export function parsePushedRef(ref: string): { host: string; repo: string; digest: string } | null {
+  const r = parseImageRef(ref);
+  const slash = ref.indexOf("/");
+  const namesHost = slash > 0 && /[.:]|^localhost$/.test(ref.slice(0, slash));
+  return r?.digest && namesHost ? { host: r.apiHost, repo: r.repository, digest: r.digest } : null;
 }
 
 /** The images a `pulumi stack output --json` names (bases.*.ref, runtimes.*.ref) and its baseRefs. */
@@ -117,7 +119,7 @@ export function targetsFromOutputs(data: unknown, file: string): { targets: Targ
     for (const [name, entry] of Object.entries(v as Record<string, unknown>)) {
       const ref = (entry as { ref?: unknown } | null)?.ref;
       if (typeof ref !== "string") fail(`${key}.${name}.ref`, "missing or not a string");
-      const parsed = parseImageRef(ref as string);
+      const parsed = parsePushedRef(ref as string);
       if (!parsed) fail(`${key}.${name}.ref`, `'${String(ref).slice(0, 200)}' is not a digest-pinned image reference (HOST/REPO[:TAG]@sha256:...)`);
       targets.push({ ...parsed!, kind: key === "bases" ? "base" : "runtime", name });
     }
@@ -128,7 +130,7 @@ export function targetsFromOutputs(data: unknown, file: string): { targets: Targ
   if (out.baseRefs !== undefined) {
     if (!out.baseRefs || typeof out.baseRefs !== "object" || Array.isArray(out.baseRefs)) fail("baseRefs", "not an object");
     for (const [name, ref] of Object.entries(out.baseRefs as Record<string, unknown>)) {
-      if (typeof ref !== "string" || !parseImageRef(ref)) fail(`baseRefs.${name}`, "not a digest-pinned image reference");
+      if (typeof ref !== "string" || !parsePushedRef(ref)) fail(`baseRefs.${name}`, "not a digest-pinned image reference");
       baseRefs[name] = ref as string;
     }
   }
@@ -145,7 +147,7 @@ export function targetsFromBakeMetadata(data: unknown, file: string): Target[] {
     const digest = (entry as Record<string, unknown>)["containerimage.digest"];
     const names = (entry as Record<string, unknown>)["image.name"];
     if (typeof digest !== "string" || !DIGEST.test(digest) || typeof names !== "string") throw new InputError(`${file}: ${target}: no containerimage.digest and image.name (was it pushed? output type=registry)`);
-    const parsed = parseImageRef(`${names.split(",")[0].trim()}@${digest}`);
+    const parsed = parsePushedRef(`${names.split(",")[0].trim()}@${digest}`);
     if (!parsed) throw new InputError(`${file}: ${target}: image.name '${names.slice(0, 200)}' is not HOST/REPO:TAG`);
     targets.push({ ...parsed, kind: m[1] as "base" | "runtime", name: m[2] });
   }
@@ -397,14 +399,14 @@ function matrixEntry(ctx: Context, t: Target, labels: Record<string, string>, wh
 async function runtimeBase(ctx: Context, t: Target, runtime: RuntimePlan, manifest: Manifest, platform: string | undefined, where: string): Promise<NonNullable<BuildFacts["base"]>> {
   const basePlan = ctx.plan.bases.find((b) => b.name === runtime.base)!;
   let ref = ctx.baseRefs[runtime.base];
-  const c = client(ctx, ref ? parseImageRef(ref)!.host : t.host);
+  const c = client(ctx, ref ? parsePushedRef(ref)!.host : t.host);
   if (!ref) {
     const basesRepo = t.repo.replace(/[^/]+$/, "bases");
     const found = await c.manifest(basesRepo, basePlan.tag);
     if (!found) throw new InputError(`${where}: its base ${runtime.base} (${t.host}/${basesRepo}:${basePlan.tag}) is not in the registry; pass --outputs with the stack's baseRefs`);
     ref = `${t.host}/${basesRepo}:${basePlan.tag}@${found.digest}`;
   }
-  const b = parseImageRef(ref)!;
+  const b = parsePushedRef(ref)!;
   const top = await c.manifest(b.repo, b.digest);
   if (!top) throw new InputError(`${where}: its base ${ref} is not in the registry`);
   let layers = top.manifest.layers;
@@ -495,7 +497,7 @@ export async function attestCommand(args: string[]): Promise<number> {
   const fromFiles: Target[] = [];
   const targets: Target[] = [];
   for (const ref of parsed.positionals) {
-    const p = parseImageRef(ref);
+    const p = parsePushedRef(ref);
     if (!p) return usageError("attest", ATTEST_USAGE, `'${ref.slice(0, 200)}' is not a digest-pinned image reference (HOST/REPO[:TAG]@sha256:<64 hex>)`);
     targets.push(p);
   }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { parse } from "yaml";
-import { dockerfileFacts, parseImageRef, scanLayerStream, targetsFromBakeMetadata, targetsFromOutputs } from "../cli/attest.ts";
+import { dockerfileFacts, parsePushedRef, scanLayerStream, targetsFromBakeMetadata, targetsFromOutputs } from "../cli/attest.ts";
 import {
   applyLayers,
   artifactManifest,
@@ -290,9 +290,9 @@ describe("documents", () => {
 describe("inputs", () => {
   const d = `sha256:${"e".repeat(64)}`;
   test("image references must be digest-pinned, with a registry host", () => {
-    assert.deepEqual(parseImageRef(`localhost:5000/strata/bases:b-123@${d}`), { host: "localhost:5000", repo: "strata/bases", digest: d });
-    assert.equal(parseImageRef("localhost:5000/strata/bases:b-123"), null);
-    assert.equal(parseImageRef(`strata@${d}`), null);
+    assert.deepEqual(parsePushedRef(`localhost:5000/strata/bases:b-123@${d}`), { host: "localhost:5000", repo: "strata/bases", digest: d });
+    assert.equal(parsePushedRef("localhost:5000/strata/bases:b-123"), null);
+    assert.equal(parsePushedRef(`strata@${d}`), null);
   });
   test("stack outputs: bases.*.ref and runtimes.*.ref; a bad field is named", () => {
     const out = targetsFromOutputs({ bases: { cu: { ref: `h:1/s/bases:cu-1@${d}` } }, runtimes: { app: { ref: `h:1/s/runtimes:app-v1@${d}` } }, baseRefs: { cu: `h:1/s/bases:cu-1@${d}` } }, "out.json");
