@@ -186,19 +186,20 @@ describe("signing and verifying with the real cosign against a loopback registry
    * Runs one generated step's script with bash, in a fresh work directory, as the job `id` (its OIDC token comes
    * from the loopback sigstore). `withCosign: false` leaves cosign off PATH.
    */
-  async function runStep(step: Step, opts: { id?: ActionsIdentity; env?: Record<string, string>; context?: Record<string, string>; withCosign?: boolean; stackOutputs?: Record<string, unknown>; attestations?: string[] }) {
+  async function runStep(step: Step, opts: { id?: ActionsIdentity; env?: Record<string, string>; context?: Record<string, string>; withCosign?: boolean; stackOutputs?: Record<string, unknown>; attestations?: string[]; runnerTemp?: string }) {
     const work = await mkdtemp(join(dir, "job-"));
     const outputs = join(work, "stack-outputs");
-    await run("mkdir", ["-p", outputs, join(work, "runner-temp"), join(work, "home")]);
+    const runnerTemp = opts.runnerTemp ?? join(work, "runner-temp");
+    await run("mkdir", ["-p", outputs, runnerTemp, join(work, "home")]);
     for (const [name, value] of Object.entries(opts.stackOutputs ?? {})) await writeFile(join(outputs, `${name}.json`), JSON.stringify(value));
-    if (opts.attestations) await writeFile(join(work, "runner-temp", "strata-attestations.txt"), opts.attestations.join("\n") + "\n");
+    if (opts.attestations) await writeFile(join(runnerTemp, "strata-attestations.txt"), opts.attestations.join("\n") + "\n");
     await writeFile(join(work, "step.sh"), step.run!);
     const path = [...(opts.withCosign === false ? [] : [join(REPO_ROOT, "test/support/cosign-shim")]), join(REPO_ROOT, "test/support/pulumi-stub"), "/usr/bin", "/bin"].join(":");
     const env: NodeJS.ProcessEnv = {
       PATH: path,
       HOME: join(work, "home"),
       TUF_ROOT: join(work, "home", "tuf"),
-      RUNNER_TEMP: join(work, "runner-temp"),
+      RUNNER_TEMP: runnerTemp,
       GITHUB_STEP_SUMMARY: join(work, "summary.md"),
       GITHUB_OUTPUT: join(work, "output.txt"),
       STRATA_STACK: "prod",
@@ -359,6 +360,26 @@ describe("signing and verifying with the real cosign against a loopback registry
     const unknown = await runStep(stepNamed(shardJob, VERIFY), { env: { STRATA_SHARD: "runtimes-9" }, stackOutputs: rootRefs });
     assert.equal(unknown.code, 1);
     assert.match(unknown.out, /no base to verify/);
+  });
+
+  test("a runtime shard whose pulumi up read another base than the one verified fails before attesting or signing", async () => {
+    const CHECK = "The runtimes were built FROM the verified bases";
+    const steps = shardJob.steps.map((st) => st.name);
+    assert.ok(steps.indexOf("pulumi up (runtime shard stack)") < steps.indexOf(CHECK) && steps.indexOf(CHECK) < steps.findIndex((n) => n?.startsWith("Attest")), steps.join(" | "));
+    const ampere = await pushImage("strata/bases", "ampere-666666666666");
+    const republished = await pushImage("strata/bases", "ampere-777777777777");
+    await signBase(ampere.ref);
+    const runnerTemp = await mkdtemp(join(dir, "runner-temp-"));
+    const verified = await runStep(stepNamed(shardJob, VERIFY), { env: { STRATA_SHARD: "runtimes-1" }, stackOutputs: { "prod.baseRefs": { ampere: ampere.ref } }, runnerTemp });
+    assert.equal(verified.code, 0, verified.out);
+    const same = await runStep(stepNamed(shardJob, CHECK), { env: { STRATA_SHARD: "runtimes-1" }, stackOutputs: { "prod-runtimes-1.baseRefs": { ampere: ampere.ref } }, runnerTemp });
+    assert.equal(same.code, 0, same.out);
+    const moved = await runStep(stepNamed(shardJob, CHECK), { env: { STRATA_SHARD: "runtimes-1" }, stackOutputs: { "prod-runtimes-1.baseRefs": { ampere: republished.ref } }, runnerTemp });
+    assert.equal(moved.code, 1, moved.out);
+    assert.match(moved.out, new RegExp(`base 'ampere' changed while this job ran: verified ${ampere.index}`));
+    const unverified = await runStep(stepNamed(shardJob, CHECK), { env: { STRATA_SHARD: "runtimes-1" }, stackOutputs: { "prod-runtimes-1.baseRefs": { ampere: ampere.ref } } });
+    assert.equal(unverified.code, 1, "without the verify step's list nothing passes");
+    assert.match(unverified.out, /no verified bases are listed/);
   });
 
   test("transparencyLog false: no Rekor entry, a timestamp from the authority instead, verified with its chain", async () => {

@@ -515,9 +515,34 @@ export function verifyBasesScript(signing: SigningOptions, prelude: string[] = [
     "    exit 1",
     "  fi",
     '  echo "Base \\`$base\\` ($name@$digest): signature by $BASE_SIGNER verified"',
+    `  echo "$base $digest" >> "${VERIFIED_BASES_FILE}"`,
     "  verified=$((verified + 1))",
     'done <<< "$bases"',
     'if [ "$verified" -eq 0 ]; then echo "::error title=strata base signature::no base to verify (BASES is empty)"; exit 1; fi',
+  ]);
+}
+
+/** Where the verify step lists each base it verified (`<name> sha256:…`, one a line), for {@link builtFromVerifiedScript}. */
+export const VERIFIED_BASES_FILE = "$RUNNER_TEMP/strata-verified-bases.txt";
+
+/**
+ * After a runtime shard's `pulumi up`: the base refs its program read (the shard stack's `baseRefs` output, read
+ * from the root stack while it ran) must be the digests the verify step verified. A publish of the root stack
+ * between the two would otherwise have the runtimes built FROM a base nobody verified; the job then fails before
+ * attesting or signing anything. `stack` is a shell expression naming the shard stack.
+ */
+export function builtFromVerifiedScript(stack: string): string {
+  return sh([
+    "set -euo pipefail",
+    `[ -s "${VERIFIED_BASES_FILE}" ] || { echo "::error title=strata base signature::no verified bases are listed: the verify step did not run"; exit 1; }`,
+    `used="$(pulumi stack output --stack "${stack}" baseRefs --json)"`,
+    "while read -r base digest; do",
+    "  ref=\"$(printf '%s' \"$used\" | jq -r --arg b \"$base\" '.[$b] // empty')\"",
+    '  if [ "${ref##*@}" != "$digest" ]; then',
+    `    echo "::error title=strata base signature::base '$base' changed while this job ran: verified $digest, the shard built FROM \${ref:-nothing}; nothing is attested or signed: re-run the job"`,
+    "    exit 1",
+    "  fi",
+    `done < "${VERIFIED_BASES_FILE}"`,
   ]);
 }
 
@@ -901,6 +926,7 @@ function shardedRuntimesWorkflow(plan: Pick<BuildPlan, "bases" | "runtimes">, o:
             'echo "Runtime shard \\`$STRATA_SHARD\\` ($VERSION): $count runtime(s), stack $shard" >> "$GITHUB_STEP_SUMMARY"',
           ]),
         },
+        { name: "The runtimes were built FROM the verified bases", run: builtFromVerifiedScript(`\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}`) },
         attestStep({ stack: `\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}`, only: "runtimes" }),
         ...signSteps(o, [`shard="\${STRATA_STACK}${RUNTIME_SHARD_INFIX}\${STRATA_SHARD#runtimes-}"`, "pulumi stack output --stack \"$shard\" runtimes --json | jq -r '.[].ref' >> sign-refs.txt"], false),
       ],
