@@ -138,8 +138,8 @@ export function localRegistryHelp(stack: string, dir: string): string {
 }
 
 /** The workflow-relevant part of `strata:github`; without that config, the defaults (no repository needed here). */
-export function workflowSettings(raw: unknown, where: string): Pick<WorkflowOptions, "defaultBranch" | "baseEnvironment" | "runnerLabels" | "signing"> {
+export function workflowSettings(raw: unknown, where: string): Pick<WorkflowOptions, "defaultBranch" | "baseEnvironment" | "runnerLabels" | "signing" | "baseSigners"> {
   if (raw === undefined) return {};
   const c = parseGitHubConfig(raw, where);
-  return { defaultBranch: c.defaultBranch, baseEnvironment: c.baseEnvironment, runnerLabels: c.runnerLabels, signing: c.signing };
+  return { defaultBranch: c.defaultBranch, baseEnvironment: c.baseEnvironment, runnerLabels: c.runnerLabels, signing: c.signing, baseSigners: c.repositories };
 }

@@ -144,6 +144,17 @@ export function baseSignerIdentity(repository: string, defaultBranch: string): s
   return `https://github.com/${workflowRef(repository, WORKFLOW_FILES.bases, `refs/heads/${defaultBranch}`)}`;
 }
 
+/**
+ * With several repositories (strata:github.repositories), the signers a runtime build accepts for a base: the base
+ * workflow on the default branch of any of them, as an anchored RE2 pattern for `cosign verify
+ * --certificate-identity-regexp` (the same set of workflows the push-bases role trusts).
+ */
+export function baseSignerPattern(repositories: readonly string[], defaultBranch: string): string {
+  const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const file = esc(WORKFLOW_FILES.bases.replace(/^\.github\/workflows\//, ""));
+  return `^https://github\\.com/(?:${repositories.map(esc).join("|")})/\\.github/workflows/${file}@${esc(`refs/heads/${defaultBranch}`)}$`;
+}
+
 /** The `token.actions.githubusercontent.com:sub` values each role trusts, for every configured repository. */
 export function trustSubjects(config: Pick<GitHubConfig, "repositories" | "defaultBranch" | "baseEnvironment" | "extraSubjects">): Record<RoleKey, string[]> {
   const per = (f: (repo: string) => string[]) => config.repositories.flatMap(f);

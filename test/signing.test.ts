@@ -362,6 +362,27 @@ describe("signing and verifying with the real cosign against a loopback registry
     assert.match(unknown.out, /no base to verify/);
   });
 
+  test("with several repositories, a base signed by the base workflow of any of them verifies, and nothing else", async () => {
+    const multi = jobs(generateWorkflows(plan, { ...OPTS, baseSigners: [REPOSITORY, "acme/models"] }), WORKFLOW_FILES.runtimes)["build-1"]!;
+    const step = stepNamed(multi, VERIFY);
+    assert.equal(step.env!.BASE_SIGNER, undefined);
+    assert.equal(step.env!.BASE_SIGNER_REGEXP, "^https://github\\.com/(?:acme/strata|acme/models)/\\.github/workflows/strata-build-bases\\.yml@refs/heads/main$");
+    const models = { repository: "acme/models", workflow: WORKFLOW_FILES.bases, ref: "refs/heads/main", event: "push" } satisfies ActionsIdentity;
+    const cases: [string, ActionsIdentity, number][] = [
+      ["this repository's base workflow", ID.baseMain, 0],
+      ["the other configured repository's base workflow", models, 0],
+      ["a pull-request build in the other repository", { ...models, ref: "refs/pull/3/merge", event: "pull_request" }, 1],
+      ["an unconfigured repository", ID.otherRepository, 1],
+    ];
+    for (const [label, signer, code] of cases) {
+      const base = await pushImage("strata/bases", `turing-${randomBytes(6).toString("hex")}`);
+      await signBase(base.ref, signer);
+      const v = await runStep(step, { env: { BASE_REFS: JSON.stringify({ turing: base.ref }) }, context: { "steps.base.outputs.bases": '["turing"]' } });
+      assert.equal(v.code, code, `${label}: ${v.out}`);
+      assert.match(v.cosignCalls[0] ?? "", /^verify --certificate-identity-regexp \^https:/, label);
+    }
+  });
+
   test("a runtime shard whose pulumi up read another base than the one verified fails before attesting or signing", async () => {
     const CHECK = "The runtimes were built FROM the verified bases";
     const steps = shardJob.steps.map((st) => st.name);

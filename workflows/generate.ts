@@ -1,6 +1,6 @@
 import { Document, isPair, isScalar, visit } from "yaml";
 import { DEFAULT_LABELS, DEFAULT_POOL_NAME, labelSetKey, parseFleetConfig } from "../components/fleet/config.ts";
-import { baseSignerIdentity, DEFAULT_TIMESTAMP_URL, GITHUB_OIDC_URL, SECRETS, VARIABLES } from "../components/github-trust.ts";
+import { baseSignerIdentity, baseSignerPattern, DEFAULT_TIMESTAMP_URL, GITHUB_OIDC_URL, SECRETS, VARIABLES } from "../components/github-trust.ts";
 import { DEFAULT_RUNTIME_SHARD_SIZE, RUNTIME_SHARD_INFIX, runtimeShards, SHARD_INFIX, shardsRuntimes } from "../components/shard-stacks.ts";
 import { lockFileFor } from "../matrix/lock.ts";
 import type { BuildPlan } from "../matrix/plan.ts";
@@ -99,6 +99,12 @@ export interface WorkflowOptions {
   /** Base GC: cron schedule (UTC). Default `17 4 * * 0` (Sundays 04:17). */
   gcSchedule?: string;
   /**
+   * Repositories whose base workflow (on the default branch) may sign the bases a runtime builds FROM: with more
+   * than one, strata:github.repositories (those the push-bases role trusts). Default: the repository the workflow
+   * runs in.
+   */
+  baseSigners?: readonly string[];
+  /**
    * The stack's strata:runtimeShardSize: with more runtimes than this, the runtimes workflow runs one `pulumi up` per
    * runtime shard stack `<stack>-runtimes-<k>` instead of one bake job per runtime. Default 500.
    */
@@ -186,6 +192,7 @@ function resolve(opts: WorkflowOptions): Resolved {
     gcKeepReleases: 3,
     gcMinAgeDays: 30,
     gcSchedule: "17 4 * * 0",
+    baseSigners: [] as readonly string[],
     runtimeShardSize: DEFAULT_RUNTIME_SHARD_SIZE,
     ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
   } as Resolved;
@@ -491,7 +498,8 @@ export function signScript(signing: SigningOptions, collect: string[]): string {
 /**
  * The verify step of a runtime build: each base in `$BASES` (JSON array of names), at its ref in `$BASE_REFS`
  * (JSON object name → `repo:tag@sha256:…`, the STRATA_BASE_REFS format), must carry a signature whose certificate
- * is `$BASE_SIGNER` (the base workflow on the default branch, {@link baseSignerIdentity}) issued by GitHub's OIDC
+ * is `$BASE_SIGNER` (the base workflow on the default branch, {@link baseSignerIdentity}), or matches
+ * `$BASE_SIGNER_REGEXP` ({@link baseSignerPattern}, several repositories), issued by GitHub's OIDC
  * issuer. Fails closed: a missing ref, a tag without digest, no signature, another signer, a verify error or no cosign
  * all end the job before anything is built. `prelude` (shell lines) may set BASES and BASE_REFS first.
  */
@@ -501,7 +509,9 @@ export function verifyBasesScript(signing: SigningOptions, prelude: string[] = [
     "set -euo pipefail",
     requireCosign("base signatures cannot be checked, so nothing is built"),
     ...prelude,
-    ': "${BASE_SIGNER:?the base signer identity is not set}"',
+    "# One signer (the base workflow of this repository), or with several repositories an anchored pattern of theirs.",
+    'if [ -n "${BASE_SIGNER_REGEXP:-}" ]; then identity=(--certificate-identity-regexp "$BASE_SIGNER_REGEXP"); signer="$BASE_SIGNER_REGEXP"',
+    'else : "${BASE_SIGNER:?the base signer identity is not set}"; identity=(--certificate-identity "$BASE_SIGNER"); signer="$BASE_SIGNER"; fi',
     ...(signing.transparencyLog ? [] : [`curl -fsS --proto =https '${signing.timestampUrl}/certchain' -o tsa-chain.pem`]),
     "bases=\"$(printf '%s' \"$BASES\" | jq -r '.[]')\"",
     "verified=0",
@@ -510,11 +520,11 @@ export function verifyBasesScript(signing: SigningOptions, prelude: string[] = [
     "  ref=\"$(printf '%s' \"$BASE_REFS\" | jq -r --arg b \"$base\" '.[$b] // empty')\"",
     `  if [ -z "$ref" ]; then echo "::error title=strata base signature::base '$base' has no published ref; nothing is built FROM it"; exit 1; fi`,
     ...digestRefLines("base"),
-    `  if ! cosign verify --certificate-identity "$BASE_SIGNER" --certificate-oidc-issuer ${GITHUB_OIDC_URL} ${[...tlog, ""].join(" ")}"$name@$digest" > "verified-$base.json" < /dev/null; then`,
-    `    echo "::error title=strata base signature::base '$base' ($name@$digest) has no valid signature by $BASE_SIGNER (unsigned, signed by another workflow, branch or repository, or altered): refusing to build FROM it"`,
+    `  if ! cosign verify "\${identity[@]}" --certificate-oidc-issuer ${GITHUB_OIDC_URL} ${[...tlog, ""].join(" ")}"$name@$digest" > "verified-$base.json" < /dev/null; then`,
+    `    echo "::error title=strata base signature::base '$base' ($name@$digest) has no valid signature by $signer (unsigned, signed by another workflow, branch or repository, or altered): refusing to build FROM it"`,
     "    exit 1",
     "  fi",
-    '  echo "Base \\`$base\\` ($name@$digest): signature by $BASE_SIGNER verified"',
+    '  echo "Base \\`$base\\` ($name@$digest): signature by $signer verified"',
     `  echo "$base $digest" >> "${VERIFIED_BASES_FILE}"`,
     "  verified=$((verified + 1))",
     'done <<< "$bases"',
@@ -562,7 +572,12 @@ function verifySteps(o: Resolved, env: Record<string, string>, prelude: string[]
     installCosign(),
     {
       name: "Verify the bases' signatures (base workflow on the default branch)",
-      env: { BASE_SIGNER: baseSignerIdentity("${{ github.repository }}", o.defaultBranch), ...env },
+      env: {
+        ...(o.baseSigners.length > 1
+          ? { BASE_SIGNER_REGEXP: baseSignerPattern(o.baseSigners, o.defaultBranch) }
+          : { BASE_SIGNER: baseSignerIdentity(o.baseSigners[0] ?? "${{ github.repository }}", o.defaultBranch) }),
+        ...env,
+      },
       run: verifyBasesScript(o.signing, prelude),
     },
   ];
