@@ -467,8 +467,19 @@ export async function startEngine(): Promise<Engine> {
     delete env.DOCKER_TLS_VERIFY;
     delete env.DOCKER_CERT_PATH;
 
-    const docker = (args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}) =>
-      run(BIN.docker, args, { cwd: opts.cwd, env: { ...env, ...opts.env }, timeoutMs: opts.timeoutMs });
+    // BuildKit 0.13 race: when one bake pushes two targets that share a blob into one repository, one push may
+    // PUT its manifest before the other's upload of the shared blob is committed, and the registry answers 400
+    // "manifest blob unknown". Pushing again is what a user would do (the push is idempotent), so a build that
+    // failed that way, and only that way, runs once more; a generated workflow pushes one target per job.
+    const PUSH_RACE = /unexpected status from PUT request to \S+\/manifests\/\S+: 400 Bad Request/;
+    const docker = async (args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}) => {
+      const go = () => run(BIN.docker, args, { cwd: opts.cwd, env: { ...env, ...opts.env }, timeoutMs: opts.timeoutMs });
+      const r = await go();
+      const raced = r.code !== 0 && args[0] === "buildx" && PUSH_RACE.test(r.stderr) && /manifest blob unknown/.test(tail(logFiles.registry, 400));
+      if (!raced) return r;
+      process.stderr.write(`[harness] docker ${args.slice(0, 2).join(" ")}: a concurrent push of a shared blob lost the race (registry: manifest blob unknown); pushing once more\n`);
+      return go();
+    };
     const must = async (args: string[], opts: { cwd?: string } = {}) => {
       const r = await docker(args, opts);
       if (r.code !== 0) throw new Error(`docker ${args.join(" ")} failed (exit ${r.code}):\n${r.stderr.slice(-4000)}\n${r.stdout.slice(-2000)}\n${logs(15)}`);
