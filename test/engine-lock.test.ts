@@ -8,15 +8,11 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { BakeFile } from "../cli/bake.ts";
+import { MANIFEST_TYPES } from "../cli/registry.ts";
 import { engineFor, REPO_ROOT, run } from "./engine/harness.ts";
 
 const CLI = join(REPO_ROOT, "bin/strata.mjs");
-const MANIFEST_ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
+const MANIFEST_ACCEPT = MANIFEST_TYPES.join(", ");
 
 interface Manifest {
   manifests?: { digest: string; platform?: { os: string; architecture: string } }[];

@@ -15,6 +15,7 @@ import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
 import { parseDocument } from "yaml";
 import type { BakeFile } from "../cli/bake.ts";
+import { MANIFEST_TYPES } from "../cli/registry.ts";
 import { buildPythonImage, engineFor, REPO_ROOT, run } from "./engine/harness.ts";
 
 const FIXTURE = join(REPO_ROOT, "test/fixtures/engine");
@@ -125,12 +126,7 @@ function runSteps(steps: Step[], target: string): Step[] {
 // ------------------------------------------------------------------------------------------
 // Registry HTTP API.
 
-const MANIFEST_ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
+const MANIFEST_ACCEPT = MANIFEST_TYPES.join(", ");
 
 interface Manifest {
   mediaType?: string;
