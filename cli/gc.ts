@@ -283,7 +283,7 @@ async function pool<T, R>(items: readonly T[], width: number, fn: (x: T) => Prom
 
 export const GC_USAGE = `Usage:
   strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--pr-max-age-days D]
-            [--in-use FILE] [--matrix PATH] [--stack NAME] [--apply] [--json]
+            [--in-use FILE] [--matrix PATH] [--stack NAME] [--apply [--runtime-orphans]] [--json]
 
 Lists the base tags in HOST/PREFIX/bases that no current matrix base, no runtime of the last K releases (the
 {version} of runtime tags, natural order; branch builds such as 'main' always count) and no open pull request uses
@@ -292,6 +292,9 @@ older than N days (image config creation time); \`pr-*\` tags are kept until D d
 what it would delete and the space that frees. --apply deletes those images, their attestations and referrers
 indexes (tags sha256-<digest> and sha256-<digest>.spdx/.provenance/.att/.sig/.sbom of the image or its platform
 manifests; also those whose image is gone, e.g. expired by a lifecycle rule) and the build cache of base names nothing keeps.
+It also lists the attestations and signatures left in HOST/PREFIX/runtimes by runtimes no longer there (a branch tag
+moved on, the old image expired untagged); --apply --runtime-orphans deletes those too, which needs credentials that
+may delete in the runtimes repository (the gc role may not: it never deletes a runtime).
 
   --keep-releases K    default 3
   --min-age-days N     default 30
@@ -308,6 +311,7 @@ export async function gcCommand(args: string[]): Promise<number> {
     matrix: { type: "string" },
     stack: { type: "string" },
     apply: { type: "boolean" },
+    "runtime-orphans": { type: "boolean" },
     json: { type: "boolean" },
   });
   if (flags.exit !== undefined) return flags.exit;
@@ -348,7 +352,9 @@ export async function gcCommand(args: string[]): Promise<number> {
       const i = await inspect(client, repos.bases, tag);
       return i ? { tag, ...i } : null;
     })).filter((b): b is BaseEntry => b !== null);
-    const runtimeTags = await client.tags(repos.runtimes);
+    const allRuntimeTags = await client.tags(repos.runtimes);
+    const runtimeAttestationTags = allRuntimeTags.filter((t) => ATTESTATION_TAG.test(t));
+    const runtimeTags = allRuntimeTags.filter((t) => !ATTESTATION_TAG.test(t));
     const runtimes = (await pool(runtimeTags, 8, async (tag) => {
       const i = await inspect(client, repos.runtimes, tag);
       return i ? { tag, layerSets: i.layerSets } : null;
@@ -369,6 +375,9 @@ export async function gcCommand(args: string[]): Promise<number> {
       ...attestationsOfDeleted(attestationTags, bases, result.decisions),
       ...(await orphanAttestations(attestationTags, bases, async (d) => (await client.manifest(repos.bases, d)) !== null)),
     ];
+    // Attestations and signatures of runtimes no longer in the registry (superseded on a branch tag, then expired
+    // as untagged): listed always, deleted only with --runtime-orphans, by credentials that may delete there.
+    const runtimeOrphans = await orphanAttestations(runtimeAttestationTags, [], async (d) => (await client.manifest(repos.runtimes, d)) !== null);
     if (v.apply) {
       const deleter = ecrDeleter(host) ?? registryDeleter(client);
       for (const d of doomed) {
@@ -385,9 +394,16 @@ export async function gcCommand(args: string[]): Promise<number> {
         if (m) await deleter.deleteDigest(repos.cache, m.digest);
         deleted.push(`${repos.cache}:${t}`);
       }
+      if (v["runtime-orphans"]) {
+        for (const t of runtimeOrphans) {
+          const m = await client.manifest(repos.runtimes, t);
+          if (m) await deleter.deleteDigest(repos.runtimes, m.digest);
+          deleted.push(`${repos.runtimes}:${t}`);
+        }
+      }
     }
     if (v.json) {
-      process.stdout.write(JSON.stringify({ registry: `${host}/${prefix}`, apply: v.apply === true, ...result, attestations, skipped, deleted }, null, 2) + "\n");
+      process.stdout.write(JSON.stringify({ registry: `${host}/${prefix}`, apply: v.apply === true, ...result, attestations, runtimeOrphans, skipped, deleted }, null, 2) + "\n");
       return 0;
     }
     const out: string[] = [`strata gc: ${host}/${repos.bases}, keep ${keepReleases} release(s), delete only what is older than ${minAgeDays} day(s)${v.apply ? "" : ", dry run"}`];
@@ -395,6 +411,9 @@ export async function gcCommand(args: string[]): Promise<number> {
     for (const d of [...result.decisions].sort((a, b) => (a.action === b.action ? (a.tag < b.tag ? -1 : 1) : a.action === "delete" ? -1 : 1))) out.push(`  ${d.action === "delete" ? (v.apply ? "DELETED" : "DELETE ") : "KEEP   "} ${d.tag}  ${d.why}`);
     for (const t of attestations) out.push(`  ${v.apply ? "DELETED" : "DELETE "} ${t}  attestation of a deleted base, or of an image no longer in the registry`);
     for (const t of result.cacheTags) out.push(`  ${v.apply ? "DELETED" : "DELETE "} cache:${t}  build cache of a base name nothing keeps`);
+    const orphansGo = v.apply && v["runtime-orphans"];
+    for (const t of runtimeOrphans) out.push(`  ${orphansGo ? "DELETED" : v["runtime-orphans"] ? "DELETE " : "ORPHAN "} runtimes:${t}  attestation or signature of a runtime no longer in the registry`);
+    if (runtimeOrphans.length && !v["runtime-orphans"]) out.push(`  ${runtimeOrphans.length} runtime orphan(s) left: add --runtime-orphans, with credentials that may delete in ${repos.runtimes} (the gc role may not)`);
     if (skipped.length) out.push(`  left alone: ${skipped.length} tag(s) that are not strata base tags (${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
     const size = mib(result.freeBytes);
     out.push(

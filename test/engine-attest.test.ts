@@ -326,5 +326,19 @@ test("strata attest: SBOM and provenance of a pushed base and runtime read back 
     for (const t of tagsOf(baseDigest)) assert.ok(left.includes(t), `the kept base's ${t} was deleted`);
     const kept = await attestationsOf(reg, "strata/bases", baseDigest);
     assert.equal(kept.index.length, 2, "the kept base's attestations read back after gc");
+
+    // A runtime that is gone (a branch tag moved on, the old image expired untagged) leaves its attestations in the
+    // runtimes repository: gc lists them, and deletes them only when asked to (--runtime-orphans).
+    // A distribution registry lists a repository with no tags left as `tags: null`.
+    const runtimeTags = async () => ((await (await fetch(`http://${reg}/v2/strata/runtimes/tags/list`)).json()) as { tags: string[] | null }).tags ?? [];
+    for (const t of tagsOf(rtDigest)) assert.ok((await runtimeTags()).includes(t), `the runtime's ${t} is there`);
+    assert.equal((await fetch(`http://${reg}/v2/strata/runtimes/manifests/${rtDigest}`, { method: "DELETE" })).status, 202, "deleting the runtime");
+    const listed = JSON.parse(await strata(["gc", "--matrix", MATRIX, "--registry", `${reg}/strata`, "--apply", "--json"])) as { runtimeOrphans: string[] };
+    assert.deepEqual(new Set(listed.runtimeOrphans), new Set(tagsOf(rtDigest)));
+    for (const t of tagsOf(rtDigest)) assert.ok((await runtimeTags()).includes(t), `--apply alone leaves the runtime orphan ${t}`);
+    const swept = JSON.parse(await strata(["gc", "--matrix", MATRIX, "--registry", `${reg}/strata`, "--apply", "--runtime-orphans", "--json"])) as { deleted: string[] };
+    for (const t of tagsOf(rtDigest)) assert.ok(swept.deleted.includes(`strata/runtimes:${t}`), JSON.stringify(swept.deleted));
+    const after = await runtimeTags();
+    for (const t of tagsOf(rtDigest)) assert.ok(!after.includes(t), `${t} is still there`);
   });
 });
