@@ -9,10 +9,11 @@ import { readStackFile } from "./stack.ts";
 export const LOCK_USAGE = `Usage:
   strata lock [--matrix PATH] [--stack NAME] [--check]
 
-Resolves every upstream image the bases and runtimes start FROM (or COPY --from), after build-arg substitution
-and per platform, to the digest its tag points to through the registry API, and writes the lock beside the
-matrix (strata.yaml → strata.lock.json). Commit it: builds then use the locked digests (named build contexts),
-and each base's identity covers them, so an upstream re-publish is an ordinary, previewed base rebuild.
+Resolves every upstream image the bases and runtimes start FROM (or COPY --from), and the Dockerfile frontend a
+\`# syntax=\` line names, after build-arg substitution and per platform, to the digest its tag points to through
+the registry API, and writes the lock beside the matrix (strata.yaml → strata.lock.json). Commit it: builds then
+use the locked digests (named build contexts; BUILDKIT_SYNTAX for the frontend), and each base's identity covers
+them, so an upstream re-publish is an ordinary, previewed base rebuild.
 
   --check       offline: exit 1 when the lock is missing or stale for the matrix (it lacks a ref or platform the
                 matrix needs, or holds one no longer used); writes nothing
@@ -20,8 +21,8 @@ and each base's identity covers them, so an upstream re-publish is an ordinary, 
   --stack NAME  stack whose Pulumi.<stack>.yaml names the matrix and the registry (default dev)
 
 Registries are asked anonymously (a Bearer token from the registry's challenge, as Docker Hub and nvcr.io give),
-or with the credentials \`docker login\` stored for that registry; STRATA_REGISTRY_USERNAME/PASSWORD are sent only
-to the stack's own registry (strata:registry.address).
+or with the credentials \`docker login\` stored for that registry (auths, credHelpers, credsStore);
+STRATA_REGISTRY_USERNAME/PASSWORD are sent only to the stack's own registry (strata:registry.address).
 
 Exit status:
   0  the lock was written (or is unchanged); --check: the lock is current
