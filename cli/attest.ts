@@ -3,7 +3,6 @@ import { join, relative } from "node:path";
 import { Readable } from "node:stream";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { DockerfileParser } from "dockerfile-ast";
 import { Parser, type ReadEntry } from "tar";
 import { DockerfileInfo } from "../matrix/dockerfile.ts";
 import { parseImageRef, upstreamImages } from "../matrix/lock.ts";
@@ -275,11 +274,6 @@ export function dockerfileFacts(
   opts: { dockerfile: string; target: string; args: Record<string, string>; platforms: string[]; locked?: readonly UpstreamImage[]; runtime?: boolean },
 ): { text: BuildFacts["dockerfileText"]; upstream: Dependency[] } {
   const info = new DockerfileInfo(content);
-  const globals: string[] = [];
-  for (const inst of DockerfileParser.parse(content).getInstructions()) {
-    if (inst.getKeyword().toUpperCase() === "FROM") break;
-    globals.push(inst.toString());
-  }
   const closure = info.closure(opts.target || undefined);
   const found = upstreamImages(info, { dockerfile: opts.dockerfile, target: opts.target || undefined, args: opts.args, platforms: opts.platforms, trusted: opts.runtime ? ["BASE_IMAGE"] : [] });
   const qualifier = opts.platforms.length === 1 ? `?platform=${encodeURIComponent(opts.platforms[0])}` : "";
@@ -293,7 +287,7 @@ export function dockerfileFacts(
     const at = ref.lastIndexOf("@");
     upstream.push({ uri: `pkg:docker/${ref.slice(0, at)}${qualifier}`, name: `FROM ${ref}`, digest: { sha256: ref.slice(at + 1).replace(/^sha256:/, "") } });
   }
-  return { text: { globals: globals.join("\n"), stages: closure.map((s) => ({ index: s.index, ...(s.name ? { name: s.name } : {}), text: s.text })) }, upstream };
+  return { text: { globals: info.globalText, stages: closure.map((s) => ({ index: s.index, ...(s.name ? { name: s.name } : {}), text: s.text })) }, upstream };
 }
 
 function buildFacts(plan: BuildPlan, entry: { kind: "base"; plan: BasePlan } | { kind: "runtime"; plan: RuntimePlan; base: NonNullable<BuildFacts["base"]> }, platform: string | undefined): BuildFacts {

@@ -171,15 +171,28 @@ export class RegistryClient {
     return out;
   }
 
-  /** A manifest by tag or digest, or null when there is none. */
+  /**
+   * A manifest or index by tag or digest, or null when there is none: read within MAX_DOCUMENT_BYTES (streamed,
+   * refused past it), and refused when its content does not hash to the digest asked for or claimed.
+   */
   async manifest(repo: string, ref: string): Promise<{ digest: string; mediaType: string; manifest: Manifest; size: number } | null> {
     const res = await this.send("GET", `/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_TYPES.join(", ") } }, `repository:${repo}:pull`);
-    if (res.status === 404) return null;
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return null;
+    }
     if (!res.ok) await this.fail(res, `get manifest ${repo}:${ref}`);
-    const body = Buffer.from(await res.arrayBuffer());
-    if (body.length > MAX_DOCUMENT_BYTES) throw new RegistryError(`registry ${this.host}: manifest ${repo}:${ref} is ${body.length} bytes; refusing to read it`);
-    const digest = res.headers.get("docker-content-digest") ?? `sha256:${createHash("sha256").update(body).digest("hex")}`;
-    const manifest = JSON.parse(body.toString("utf8")) as Manifest;
+    const body = await readBounded(res, MAX_DOCUMENT_BYTES, `registry ${this.host}: manifest ${repo}:${ref}`);
+    const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
+    const claimed = res.headers.get("docker-content-digest");
+    if (ref.startsWith("sha256:") && digest !== ref) throw new RegistryError(`registry ${this.host}: manifest ${repo}@${ref} has digest ${digest}: the registry sent other content`);
+    if (claimed && claimed !== digest) throw new RegistryError(`registry ${this.host}: manifest ${repo}:${ref} is said to be ${claimed} but hashes to ${digest}`);
+    let manifest: Manifest;
+    try {
+      manifest = JSON.parse(body.toString("utf8")) as Manifest;
+    } catch (err) {
+      throw new RegistryError(`registry ${this.host}: manifest ${repo}:${ref} is not JSON (${(err as Error).message})`);
+    }
     return { digest, mediaType: manifest.mediaType ?? res.headers.get("content-type") ?? "", manifest, size: body.length };
   }
 
@@ -310,31 +323,6 @@ export async function headManifest(client: RegistryClient, repo: string, tag: st
   return res.headers.get("docker-content-digest");
 }
 
-/** A manifest or index by tag or digest, read within MAX_DOCUMENT_BYTES; null when absent. */
-export async function getManifestBounded(client: RegistryClient, repo: string, ref: string): Promise<{ digest: string; manifest: Manifest } | null> {
-  const res = await client.send("GET", `/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_TYPES.join(", ") } }, `repository:${repo}:pull`);
-  if (res.status === 404) {
-    await res.body?.cancel();
-    return null;
-  }
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw new RegistryError(`registry ${client.host}: GET manifest ${repo}:${ref}: HTTP ${res.status}${res.status === 401 || res.status === 403 ? " (the registry wants credentials: docker login, or STRATA_REGISTRY_USERNAME/PASSWORD for the stack's registry)" : ""}`);
-  }
-  const body = await readBounded(res, MAX_DOCUMENT_BYTES, `registry ${client.host}: manifest ${repo}:${ref}`);
-  const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
-  const claimed = res.headers.get("docker-content-digest");
-  if (ref.startsWith("sha256:") && digest !== ref) throw new RegistryError(`registry ${client.host}: manifest ${repo}@${ref} has digest ${digest}: the registry sent other content`);
-  if (claimed && claimed !== digest) throw new RegistryError(`registry ${client.host}: manifest ${repo}:${ref} is said to be ${claimed} but hashes to ${digest}`);
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(body.toString("utf8")) as Manifest;
-  } catch (err) {
-    throw new RegistryError(`registry ${client.host}: manifest ${repo}:${ref} is not JSON (${(err as Error).message})`);
-  }
-  return { digest, manifest };
-}
-
 /** True when an index entry's platform is `wanted` (os/arch[/variant]; arm64 without a variant matches v8). */
 export function platformMatches(wanted: string, platform: { os?: string; architecture?: string; variant?: string } | undefined): boolean {
   if (!platform) return false;
@@ -359,7 +347,7 @@ export async function resolveTag(client: RegistryClient, repo: string, tag: stri
     });
     if (head === known.digest) return { digest: known.digest, platforms: Object.fromEntries(platforms.map((p) => [p, known.platforms[p]])) };
   }
-  const found = await getManifestBounded(client, repo, tag);
+  const found = await client.manifest(repo, tag);
   if (!found) throw new RegistryError(`registry ${client.host}: ${repo}:${tag} does not exist (no such repository or tag)`);
   const { digest, manifest } = found;
   const out: Record<string, string> = {};

@@ -29,7 +29,8 @@ export class DockerfileInfo {
   readonly globalArgDefaults: { name: string; value?: string }[] = [];
   /** The frontend image the `# syntax=` parser directive names, if any (BuildKit pulls and runs it). */
   readonly syntax?: { image: string; line: number };
-  private readonly globalText: string;
+  /** The instructions before the first FROM (global ARGs), as written. */
+  readonly globalText: string;
 
   constructor(content: string) {
     const parsed = DockerfileParser.parse(content);
