@@ -41,8 +41,9 @@ const COMMAND_USAGE = {
       Append a base build's wall time, instance, spot/on-demand and cached steps to its build-record ledger.`,
   smoke: `  strata smoke --base NAME [--out FILE]
       Write the GPU gate's smoke test for a base (nvidia-smi, torch/CUDA, arch list, flash-attention, matmul).`,
-  gc: `  strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--in-use FILE] [--apply]
-      List (dry run) or delete base tags no current base, kept release or open pull request uses.`,
+  gc: `  strata gc --registry HOST[/PREFIX] [--keep-releases K] [--min-age-days N] [--in-use FILE] [--apply [--runtime-orphans]]
+      List (dry run) or delete base tags no current base, kept release or open pull request uses, and list (or
+      with --runtime-orphans delete) the attestations left by runtimes no longer in the registry.`,
   attest: `  strata attest [IMAGE@sha256:DIGEST ...] [--outputs FILE] [--bake-metadata FILE] [--pushed FILE] [--json]
       Attach an SBOM (OS and Python packages) and a SLSA provenance to each pushed base and runtime, as OCI referrers.`,
 } as const;
